@@ -1,0 +1,643 @@
+"""Key-frame selection with DS3 (004 §2.2.1; Elhamifar, Sapiro & Sastry, TPAMI 2016 [15]).
+
+004 summarises a clip by a few representative frames: with a dissimilarity matrix
+``D`` (``d_ij`` = Euclidean distance between the features of frames i and j) and a membership
+matrix ``Z`` (``z_ij`` = how much frame i represents frame j), DS3 solves the convex relaxation
+of 004's §2.2.1 problem,
+
+    min_Z  λ Σ_i ||z_i||_q + Σ_ij z_ij d_ij    s.t.  z_ij ≥ 0,  Σ_i z_ij = 1  for every j,
+
+(``z_i`` the i-th row, q = 2 or ∞, DS3 eq. (5)), and 004 picks "the top few rows with the
+largest sums" of ``Z`` as key frames, 4 per clip (§2.2.1, §3.4).  Frame features are AlexNet
+"conv5" activations in 004 (:class:`AlexNetConv5`); any :class:`FrameFeatureExtractor` or
+precomputed features can be used instead (avtag's default video branch reuses the pooled
+EfficientNet-Lite0 features of its recognition pass).
+
+λ is set relative to the data as in DS3: ``λ = α · λ_max(D)``, where λ_max is the smallest λ
+for which a single representative is optimal (DS3 §4, Theorem 5; the same formula as the
+authors' reference code).  With ℓ = argmin_i Σ_j d_ij (the row of the "medoid") and d_i the
+i-th row of D,
+
+    q = 2:  λ_max = max_{i≠ℓ}  (√n / 2) · ||d_i − d_ℓ||₂² / (1ᵀ(d_i − d_ℓ))
+    q = ∞:  λ_max = max_{i≠ℓ}  ||d_i − d_ℓ||₁ / 2.
+
+Two solvers: :func:`ds3_cvxpy` (the reference, cvxpy with CLARABEL when installed) and
+:func:`ds3_admm` (batched torch ADMM, on the device of its input), which reaches the same
+objective (within 1 %) and the same key frames; ``scripts/bench_video.py`` compares them.
+
+ADMM (the splitting of DS3 §5, in scaled form): with Z = C,
+    Z ← prox_{(λ/μ)||·||_{1,q}}(C − U)       row-wise group soft threshold (q = 2), or
+                                              v − Π_{ℓ1-ball(λ/μ)}(v) per row (q = ∞)
+    C ← Π_simplex-columns(Z + U − D/μ)       Euclidean projection of each column
+    U ← U + Z − C
+stopping when the primal residual ||Z − C||_F and the dual residual μ||C − C_prev||_F are below
+``√(n²)·tol_abs + tol_rel·(scale)`` (Boyd et al. 2011, §3.3), checked every 10 iterations.
+
+Choices where the paper is silent:
+  - D is divided by its largest entry before solving (as DS3's code does); Z is unchanged by
+    this because λ = α·λ_max scales with D, and it lets one ADMM setting fit every clip.
+  - q = ∞ by default (as in DS3's own code): the relaxation is then the LP of uncapacitated
+    facility location, whose optimum is usually integral, so row sums are frame counts and
+    the top-k ranking is unambiguous; with q = 2 near-duplicate frames share their mass and
+    the ranking depends on solver tolerance. q = 2 remains available.
+  - α = 0.02 by default: small enough that a clip keeps more than 4 non-zero rows (004 then
+    ranks them by row sum) even when a few far-away outlier frames inflate λ_max (λ_max grows
+    with the largest distances), while isolated outliers (flashes, one-frame cuts) represent
+    only themselves and get row sums of 1, far below a scene's.
+  - ADMM: μ starts at 0.03 (on D scaled to [0, 1]; the value residual balancing settles near
+    on video clips) and is adapted by residual balancing (×2 / ÷2
+    when one residual exceeds 10× the other, Boyd et al. §3.4.1); C starts at the identity
+    (every frame represents itself, a feasible point); tol_abs = 1e-5, tol_rel = 1e-4,
+    at most 2000 iterations.  The returned Z is the feasible iterate C.
+  - Fewer than k rows with a sum ≥ 0.01 (λ too large for the clip): the missing key frames
+    are added greedily, each time the frame that most lowers Σ_j min_{i∈S} d_ij (the
+    encoding cost of DS3's objective); ties go to the earlier frame.
+  - AlexNet "conv5" = output of the fifth convolution after its ReLU and before the last
+    max-pool (torchvision's ``features[:12]``, 256×13×13 at 224×224 input); whole frames are
+    resized to 224×224 (no crop, so the borders count) and normalised with ImageNet statistics.
+  - Baselines: ``uniform`` takes the centre frames of k equal segments; ``kmedoids`` is PAM
+    (BUILD then SWAP) on the same D.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from avtag.errors import CheckpointError
+
+SUPPORT_THRESHOLD = 1e-2  # a row whose sum is below this represents (almost) nothing
+DEFAULT_ALPHA = 0.02
+DEFAULT_Q: "Norm" = "inf"
+DEFAULT_K = 4
+Norm = Literal[2, "inf"]
+
+
+# --------------------------------------------------------------------------- features
+
+
+@runtime_checkable
+class FrameFeatureExtractor(Protocol):
+    """Maps uint8 RGB frames (N, H, W, 3) to one feature vector per frame (N, D)."""
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray | Tensor: ...
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class AlexNetConv5(nn.Module):
+    """AlexNet "conv5" features (004 §2.2.1) from weights in a local file, never downloaded.
+
+    ``weights_path`` holds a torchvision-layout AlexNet state dict (``features.*`` keys, with or
+    without ``classifier.*``) as a ``.pth``/``.pt`` (read with ``weights_only=True``) or
+    ``.safetensors`` file. Output: (N, 256·13·13) flattened conv5+ReLU maps.
+    """
+
+    def __init__(
+        self,
+        weights_path: str | Path,
+        device: str | torch.device = "cpu",
+        input_size: int = 224,
+        batch_size: int = 32,
+    ):
+        super().__init__()
+        from torchvision.models import alexnet
+
+        self.features = alexnet(weights=None).features[:12]  # conv1 ... conv5 + ReLU
+        self.input_size = input_size
+        self.batch_size = batch_size
+        self.features.load_state_dict(_read_alexnet_features(Path(weights_path)))
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.to(device).eval()
+
+    @torch.inference_mode()
+    def forward(self, frames: np.ndarray | Tensor) -> Tensor:
+        device = self.mean.device
+        frames = torch.as_tensor(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"expected frames (N, H, W, 3), got {tuple(frames.shape)}")
+        outputs = []
+        for start in range(0, frames.shape[0], self.batch_size):
+            batch = frames[start : start + self.batch_size].to(device)
+            x = batch.permute(0, 3, 1, 2).float().div_(255.0)
+            x = nn.functional.interpolate(
+                x, size=(self.input_size, self.input_size), mode="bilinear",
+                antialias=True, align_corners=False,
+            )
+            x = (x - self.mean) / self.std
+            outputs.append(self.features(x).flatten(1))
+        if not outputs:
+            return torch.zeros(0, 256 * 13 * 13, device=device)
+        return torch.cat(outputs)
+
+
+def _read_alexnet_features(path: Path) -> dict[str, Tensor]:
+    """The ``features.*`` tensors of an AlexNet state dict, keys relative to ``features``."""
+    if not path.is_file():
+        raise CheckpointError("AlexNet weights file not found (supply a local file; "
+                              "avtag never downloads weights)", path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:  # any reader failure means the file is not usable weights
+        raise CheckpointError(f"cannot read AlexNet weights ({type(err).__name__})", path) from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise CheckpointError("AlexNet weights file does not hold a state dict", path)
+    features = {}
+    for key, value in state.items():
+        key = key.removeprefix("module.")
+        if key.startswith("features."):
+            features[key.removeprefix("features.")] = value
+    expected = {f"{i}.{p}" for i in (0, 3, 6, 8, 10) for p in ("weight", "bias")}
+    if set(features) != expected:
+        missing = sorted(expected - set(features))
+        raise CheckpointError(f"not an AlexNet state dict (missing features.{missing[:2]})"
+                              if missing else "not an AlexNet state dict (unexpected keys)", path)
+    return features
+
+
+def pairwise_distances(features: np.ndarray | Tensor) -> Tensor:
+    """Euclidean distance matrix (n, n) (or (B, n, n)) between feature rows, zero diagonal."""
+    x = torch.as_tensor(features)
+    if not x.is_floating_point():
+        x = x.float()
+    dist = torch.cdist(x, x).clamp_min_(0.0)
+    dist.diagonal(dim1=-2, dim2=-1).zero_()
+    return dist
+
+
+# --------------------------------------------------------------------------- DS3 pieces
+
+
+def _q_is_inf(q: Norm | float) -> bool:
+    if q in (2, 2.0):
+        return False
+    if q in ("inf", math.inf):
+        return True
+    raise ValueError(f"q must be 2 or 'inf', got {q!r}")
+
+
+def ds3_lambda_max(D: Tensor, q: Norm = 2, mask: Tensor | None = None) -> Tensor:
+    """λ_max of DS3 (the smallest λ giving one representative) for each (n, n) matrix in D.
+
+    D: (n, n) or (B, n, n); mask: (B, n) valid frames when clips are padded. See the module
+    docstring for the formula.
+    """
+    batched = D.ndim == 3
+    D = D if batched else D.unsqueeze(0)
+    B, n, _ = D.shape
+    valid = torch.ones(B, n, dtype=torch.bool, device=D.device) if mask is None else mask
+    pair = valid.unsqueeze(2) & valid.unsqueeze(1)
+    Dm = D.masked_fill(~pair, 0.0)
+    row_sums = Dm.sum(-1).masked_fill(~valid, math.inf)
+    medoid = row_sums.argmin(-1)
+    d_medoid = Dm.gather(1, medoid.view(B, 1, 1).expand(B, 1, n))  # (B, 1, n)
+    diff = (Dm - d_medoid).masked_fill(~pair, 0.0)  # rows d_i − d_ℓ
+    if _q_is_inf(q):
+        values = diff.abs().sum(-1) / 2
+    else:
+        count = valid.sum(-1, keepdim=True).to(D.dtype)
+        gap = diff.sum(-1)
+        values = count.sqrt() / 2 * diff.pow(2).sum(-1) / gap.clamp_min(1e-12)
+        values = values.masked_fill(gap <= 1e-12, 0.0)  # the medoid itself and its ties
+    values = values.masked_fill(~valid, 0.0)
+    out = values.amax(-1)
+    return out if batched else out[0]
+
+
+def ds3_objective(Z: Tensor, D: Tensor, lam: Tensor | float, q: Norm = 2) -> Tensor:
+    """λ Σ_i ||z_i||_q + Σ_ij z_ij d_ij for Z, D of shape (n, n) or (B, n, n)."""
+    Z = torch.as_tensor(Z, dtype=D.dtype, device=D.device)
+    norms = Z.abs().amax(-1) if _q_is_inf(q) else Z.norm(dim=-1)
+    lam = torch.as_tensor(lam, dtype=D.dtype, device=D.device)
+    return lam * norms.sum(-1) + (Z * D).sum((-2, -1))
+
+
+def _sort_descending(x: Tensor, dim: int) -> Tensor:
+    """Values of x sorted in descending order along ``dim``.
+
+    On CPU this goes through NumPy: for the small rows here (a few hundred entries) torch's
+    CPU sort is one to two orders of magnitude slower and would dominate every ADMM step.
+    """
+    if x.device.type == "cpu" and not x.requires_grad:
+        # NumPy sorts contiguous rows fastest; np.sort returns a copy (x is left untouched)
+        last = np.sort(np.ascontiguousarray(np.moveaxis(x.numpy(), dim, -1)), axis=-1)
+        return torch.from_numpy(np.moveaxis(last[..., ::-1].copy(), -1, dim))
+    return x.sort(dim=dim, descending=True).values
+
+
+def project_columns_to_simplex(V: Tensor, row_mask: Tensor | None = None) -> Tensor:
+    """Euclidean projection of every column of V (…, n, m) onto {z ≥ 0, Σ_i z_i = 1}.
+
+    ``row_mask`` (…, n) marks the rows that may carry mass (padding rows stay at zero).
+    Sort-based algorithm (Held et al. 1974; Duchi et al. 2008): with u the column sorted in
+    descending order, ρ = max{j : u_j − (Σ_{r≤j} u_r − 1)/j > 0}, θ = (Σ_{r≤ρ} u_r − 1)/ρ,
+    z = max(v − θ, 0).
+    """
+    n = V.shape[-2]
+    if row_mask is not None:
+        V = V.masked_fill(~row_mask.unsqueeze(-1), -math.inf)
+    sorted_v = _sort_descending(V, -2)
+    ranks = torch.arange(1, n + 1, device=V.device, dtype=V.dtype).view(n, 1)
+    if row_mask is not None:  # padding sorts last; keep it out of the sums
+        in_range = ranks <= row_mask.sum(-1).view(*row_mask.shape[:-1], 1, 1)
+        sorted_v = sorted_v.masked_fill(~in_range, 0.0)
+        active = (sorted_v * ranks > sorted_v.cumsum(-2) - 1.0) & in_range
+        shifted_sums = sorted_v.cumsum(-2) - 1.0
+    else:
+        shifted_sums = sorted_v.cumsum(-2) - 1.0
+        active = sorted_v * ranks > shifted_sums
+    count = active.sum(-2, keepdim=True).clamp_min(1)
+    theta = shifted_sums.gather(-2, count - 1) / count.to(V.dtype)
+    out = (V - theta).clamp_min(0.0)
+    return out if row_mask is None else out.masked_fill(~row_mask.unsqueeze(-1), 0.0)
+
+
+def prox_row_norms(V: Tensor, tau: Tensor, q: Norm = 2) -> Tensor:
+    """prox of τ Σ_i ||v_i||_q over the rows of V (…, n, m); τ broadcastable to (…, 1, 1).
+
+    q = 2: group soft threshold v_i · max(0, 1 − τ/||v_i||₂).
+    q = ∞: Moreau, v_i − Π_{||·||₁ ≤ τ}(v_i) = sign(v_i) · min(|v_i|, θ_i), where θ_i is the
+    sort-based ℓ1-ball projection's threshold (the prox is 0 when ||v_i||₁ ≤ τ).
+    """
+    if not _q_is_inf(q):
+        norms = V.norm(dim=-1, keepdim=True)
+        return V * (1.0 - tau / norms.clamp_min(1e-30)).clamp_min(0.0)
+    m = V.shape[-1]
+    magnitude = V.abs()
+    sorted_mag = _sort_descending(magnitude, -1)
+    ranks = torch.arange(1, m + 1, device=V.device, dtype=V.dtype)
+    excess = sorted_mag.cumsum(-1) - tau  # Σ_{r≤k} u_r − τ
+    count = (sorted_mag * ranks > excess).sum(-1, keepdim=True).clamp_min(1)
+    theta = (excess.gather(-1, count - 1) / count.to(V.dtype)).clamp_min(0.0)
+    inside_ball = excess[..., -1:] <= 0
+    clipped = torch.sign(V) * torch.minimum(magnitude, theta)
+    return clipped.masked_fill(inside_ball, 0.0)
+
+
+# --------------------------------------------------------------------------- DS3 solvers
+
+
+@dataclass
+class DS3Solution:
+    """A solved DS3 problem: Z (…, n, n), objective (…), λ (…), and solver bookkeeping."""
+
+    Z: Tensor
+    objective: Tensor
+    lam: Tensor
+    iterations: int
+    converged: Tensor | bool
+    solver: str
+    info: dict = field(default_factory=dict)
+
+
+def normalise_dissimilarities(D: Tensor, mask: Tensor | None = None) -> Tensor:
+    """D divided by its largest (valid) entry, per matrix (DS3's scaling; see module doc)."""
+    D = torch.as_tensor(D)
+    if not D.is_floating_point():
+        D = D.float()
+    flat = D if mask is None else D.masked_fill(~(mask.unsqueeze(-1) & mask.unsqueeze(-2)), 0.0)
+    scale = flat.amax((-2, -1), keepdim=True).clamp_min(1e-12)
+    return D / scale
+
+
+SMALL_PROBLEM = 1 << 22  # entries of Z below which CPU ADMM runs on one thread
+
+
+def ds3_admm(
+    D: Tensor,
+    lam: Tensor | float | None = None,
+    q: Norm = DEFAULT_Q,
+    alpha: float = DEFAULT_ALPHA,
+    mask: Tensor | None = None,
+    mu: float = 0.03,
+    max_iter: int = 2000,
+    tol_abs: float = 1e-5,
+    tol_rel: float = 1e-4,
+    check_every: int = 10,
+) -> DS3Solution:
+    """Solve DS3 for D (n, n) or a batch (B, n, n) by ADMM on D's device (see module doc).
+
+    ``lam`` defaults to ``alpha · ds3_lambda_max(D)`` per matrix; ``mask`` (B, n) marks the
+    valid frames of clips padded to a common n. D is used as given (normalise it first with
+    :func:`normalise_dissimilarities` for the documented ADMM settings to apply).
+    """
+    D = torch.as_tensor(D)
+    if D.device.type != "cpu" or D.numel() > SMALL_PROBLEM or torch.get_num_threads() == 1:
+        return _ds3_admm(D, lam, q, alpha, mask, mu, max_iter, tol_abs, tol_rel, check_every)
+    # Each step is a few dozen ops on ~1e5 numbers: thread hand-offs cost more than they save.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _ds3_admm(D, lam, q, alpha, mask, mu, max_iter, tol_abs, tol_rel, check_every)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _ds3_admm(D, lam, q, alpha, mask, mu, max_iter, tol_abs, tol_rel, check_every) -> DS3Solution:
+    batched = D.ndim == 3
+    D = torch.as_tensor(D)
+    if not D.is_floating_point():
+        D = D.float()
+    D = D if batched else D.unsqueeze(0)
+    if mask is not None and mask.ndim == 1:
+        mask = mask.unsqueeze(0)
+    B, n, _ = D.shape
+    if lam is None:
+        lam_t = alpha * ds3_lambda_max(D, q, mask)
+    else:
+        lam_t = torch.as_tensor(lam, dtype=D.dtype, device=D.device).expand(B).clone()
+    pair = None if mask is None else (mask.unsqueeze(-1) & mask.unsqueeze(-2))
+    Dm = D if pair is None else D.masked_fill(~pair, 0.0)
+
+    mu_t = torch.full((B, 1, 1), float(mu), dtype=D.dtype, device=D.device)
+    C = torch.eye(n, dtype=D.dtype, device=D.device).expand(B, n, n).clone()
+    if pair is not None:
+        C = C.masked_fill(~pair, 0.0)
+    U = torch.zeros_like(C)
+    size = float(n)  # √(n²)
+    converged = torch.zeros(B, dtype=torch.bool, device=D.device)
+    iteration = 0
+    for iteration in range(1, max_iter + 1):
+        Z = prox_row_norms(C - U, (lam_t.view(B, 1, 1) / mu_t), q)
+        C_prev = C
+        C = project_columns_to_simplex(Z + U - Dm / mu_t, mask)
+        if pair is not None:
+            C = C.masked_fill(~pair, 0.0)
+        U = U + Z - C
+        if iteration % check_every == 0 or iteration == max_iter:
+            primal = (Z - C).flatten(1).norm(dim=1)
+            dual = mu_t.view(B) * (C - C_prev).flatten(1).norm(dim=1)
+            eps_primal = size * tol_abs + tol_rel * torch.maximum(
+                Z.flatten(1).norm(dim=1), C.flatten(1).norm(dim=1))
+            eps_dual = size * tol_abs + tol_rel * mu_t.view(B) * U.flatten(1).norm(dim=1)
+            converged = (primal <= eps_primal) & (dual <= eps_dual)
+            if bool(converged.all()):
+                break
+            # residual balancing (Boyd et al. §3.4.1); U is scaled, so it is rescaled with μ
+            grow = (primal > 10 * dual).view(B, 1, 1)
+            shrink = (dual > 10 * primal).view(B, 1, 1)
+            factor = torch.where(grow, 2.0, torch.where(shrink, 0.5, 1.0)).to(D.dtype)
+            mu_t = mu_t * factor
+            U = U / factor
+    objective = ds3_objective(C, Dm, lam_t, q)
+    if not batched:
+        return DS3Solution(C[0], objective[0], lam_t[0], iteration, bool(converged[0]), "admm",
+                           {"mu": float(mu_t[0])})
+    return DS3Solution(C, objective, lam_t, iteration, converged, "admm",
+                       {"mu": mu_t.view(B).tolist()})
+
+
+def ds3_cvxpy(
+    D: np.ndarray | Tensor,
+    lam: float | None = None,
+    q: Norm = DEFAULT_Q,
+    alpha: float = DEFAULT_ALPHA,
+    solver: str | None = None,
+) -> DS3Solution:
+    """Reference DS3 solution with cvxpy (one (n, n) matrix). Solver: CLARABEL, ECOS or SCS,
+    the first installed unless ``solver`` names one."""
+    import cvxpy as cp
+
+    D_t = torch.as_tensor(D, dtype=torch.float64)
+    if D_t.ndim != 2 or D_t.shape[0] != D_t.shape[1]:
+        raise ValueError(f"ds3_cvxpy takes one square matrix, got {tuple(D_t.shape)}")
+    lam_value = float(alpha * ds3_lambda_max(D_t, q)) if lam is None else float(lam)
+    if solver is None:
+        installed = cp.installed_solvers()
+        solver = next((s for s in ("CLARABEL", "ECOS", "SCS") if s in installed), None)
+        if solver is None:
+            raise RuntimeError("cvxpy has none of CLARABEL, ECOS, SCS installed")
+    n = D_t.shape[0]
+    Z = cp.Variable((n, n), nonneg=True)
+    row_norms = cp.norm(Z, "inf" if _q_is_inf(q) else 2, axis=1)
+    problem = cp.Problem(
+        cp.Minimize(lam_value * cp.sum(row_norms) + cp.sum(cp.multiply(D_t.numpy(), Z))),
+        [cp.sum(Z, axis=0) == 1],
+    )
+    problem.solve(solver=solver)
+    if Z.value is None:
+        raise RuntimeError(f"cvxpy/{solver} returned no solution ({problem.status})")
+    Z_value = torch.from_numpy(np.clip(Z.value, 0.0, None))
+    objective = ds3_objective(Z_value, D_t, lam_value, q)
+    return DS3Solution(Z_value, objective, torch.tensor(lam_value, dtype=torch.float64),
+                       int(problem.solver_stats.num_iters or 0), problem.status == "optimal",
+                       f"cvxpy/{solver}", {"status": problem.status,
+                                           "solve_time": problem.solver_stats.solve_time})
+
+
+def ds3_representatives(Z: Tensor, D: Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k rows of Z with the largest sums (004 §2.2.1) and those sums, in rank order.
+
+    When fewer than k rows carry mass, the rest are added greedily by encoding cost (module doc).
+    """
+    sums = torch.as_tensor(Z).sum(-1).double().cpu().numpy()
+    n = len(sums)
+    k = min(k, n)
+    order = np.argsort(-sums, kind="stable")
+    chosen = [int(i) for i in order[:k] if sums[i] >= SUPPORT_THRESHOLD]
+    if len(chosen) < k:
+        dist = torch.as_tensor(D).double().cpu().numpy()
+        best = dist[chosen].min(0) if chosen else np.full(n, np.inf)
+        while len(chosen) < k:
+            cost = np.minimum(dist, best[None, :])
+            cost = np.where(np.isinf(cost), dist.max() * 2, cost).sum(1)
+            cost[chosen] = np.inf
+            pick = int(np.argmin(cost))
+            chosen.append(pick)
+            best = np.minimum(best, dist[pick])
+    chosen_arr = np.asarray(chosen, dtype=np.int64)
+    return chosen_arr, sums[chosen_arr]
+
+
+# --------------------------------------------------------------------------- baselines
+
+
+def uniform_keyframes(n: int, k: int = DEFAULT_K) -> np.ndarray:
+    """Centre frames of k equal segments of n frames (004's "equal intervals" strawman)."""
+    if n <= 0:
+        return np.zeros(0, dtype=np.int64)
+    k = min(k, n)
+    return np.unique(np.floor((np.arange(k) + 0.5) * n / k).astype(np.int64))
+
+
+def kmedoids_keyframes(
+    D: np.ndarray | Tensor, k: int = DEFAULT_K, seed: int = 0, max_swaps: int = 100
+) -> tuple[np.ndarray, np.ndarray]:
+    """k-medoids (PAM: greedy BUILD, then best-improvement SWAP) on a dissimilarity matrix.
+
+    Returns (medoid indices in BUILD/SWAP order, cluster sizes). ``seed`` only breaks exact
+    ties between equally good medoids.
+    """
+    dist = torch.as_tensor(D).double().cpu().numpy()
+    n = dist.shape[0]
+    k = min(k, n)
+    jitter = np.random.default_rng(seed).random(n) * 1e-12  # deterministic tie-breaking
+    # BUILD: greedily add the medoid that lowers the total distance most.
+    medoids = [int(np.argmin(dist.sum(1) + jitter))]
+    nearest = dist[medoids[0]].copy()
+    while len(medoids) < k:
+        gain = np.maximum(nearest[None, :] - dist, 0.0).sum(1) + jitter
+        gain[medoids] = -np.inf
+        pick = int(np.argmax(gain))
+        medoids.append(pick)
+        nearest = np.minimum(nearest, dist[pick])
+    # SWAP: replace a medoid by a non-medoid while the total cost decreases.
+    for _ in range(max_swaps):
+        to_medoids = dist[medoids]  # (k, n)
+        order = np.argsort(to_medoids, axis=0)
+        first = to_medoids[order[0], np.arange(n)]
+        second = to_medoids[order[1], np.arange(n)] if k > 1 else np.full(n, np.inf)
+        current = first.sum()
+        # cost after swapping medoid slot m for candidate h: (k, n_candidates)
+        best_without = np.where(order[0][None, :] == np.arange(k)[:, None], second[None, :],
+                                first[None, :])  # (k, n): nearest distance once slot m is gone
+        new_cost = np.minimum(best_without[:, None, :], dist[None, :, :]).sum(-1)
+        new_cost[:, medoids] = np.inf
+        slot, candidate = np.unravel_index(np.argmin(new_cost), new_cost.shape)
+        if new_cost[slot, candidate] >= current - 1e-12 * max(current, 1.0):
+            break
+        medoids[slot] = int(candidate)
+    labels = np.argmin(dist[medoids], axis=0)
+    sizes = np.bincount(labels, minlength=k).astype(np.float64)
+    return np.asarray(medoids, dtype=np.int64), sizes
+
+
+# --------------------------------------------------------------------------- high level
+
+
+@dataclass
+class KeyframeSelection:
+    """Selected key frames, sorted by time, with a score each (DS3: row sum of Z; k-medoids:
+    cluster size; uniform: segment length) and what produced them."""
+
+    indices: np.ndarray  # (k,) int64, ascending
+    scores: np.ndarray  # (k,) float64, aligned with indices
+    method: str
+    info: dict = field(default_factory=dict)
+
+
+def _sorted_selection(indices: np.ndarray, scores: np.ndarray, method: str,
+                      info: dict) -> KeyframeSelection:
+    order = np.argsort(indices, kind="stable")
+    return KeyframeSelection(np.asarray(indices, dtype=np.int64)[order],
+                             np.asarray(scores, dtype=np.float64)[order], method, info)
+
+
+def _features_from(features, frames, extractor) -> Tensor:
+    if features is None:
+        if frames is None or extractor is None:
+            raise ValueError("give features, or frames together with an extractor")
+        features = extractor(frames)
+    features = torch.as_tensor(features)
+    if features.ndim != 2:
+        raise ValueError(f"features must be (N, D), got {tuple(features.shape)}")
+    return features.float() if not features.is_floating_point() else features
+
+
+def select_keyframes(
+    features: np.ndarray | Tensor | None = None,
+    *,
+    frames: np.ndarray | None = None,
+    extractor: FrameFeatureExtractor | None = None,
+    k: int = DEFAULT_K,
+    method: Literal["ds3", "uniform", "kmedoids"] = "ds3",
+    solver: Literal["admm", "cvxpy"] = "admm",
+    q: Norm = DEFAULT_Q,
+    alpha: float = DEFAULT_ALPHA,
+    seed: int = 0,
+) -> KeyframeSelection:
+    """Pick k key frames of one clip from per-frame features (or frames + an extractor).
+
+    ``method="ds3"`` is 004's choice (§2.2.1): DS3 on the Euclidean distances between frame
+    features, top-k row sums of Z. ``"uniform"`` and ``"kmedoids"`` are baselines.
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    if method == "uniform":
+        n = len(features) if features is not None else len(frames)
+        idx = uniform_keyframes(n, k)
+        return _sorted_selection(idx, np.full(len(idx), n / max(len(idx), 1)), "uniform", {})
+    x = _features_from(features, frames, extractor)
+    n = x.shape[0]
+    if n == 0:
+        raise ValueError("no frames to select from")
+    D = normalise_dissimilarities(pairwise_distances(x))
+    if method == "kmedoids":
+        idx, sizes = kmedoids_keyframes(D, k, seed)
+        return _sorted_selection(idx, sizes, "kmedoids", {})
+    if method != "ds3":
+        raise ValueError(f"unknown method {method!r} (ds3, uniform, kmedoids)")
+    if n <= k:
+        return _sorted_selection(np.arange(n), np.ones(n), "ds3", {"note": "n <= k: all frames"})
+    if solver == "admm":
+        solution = ds3_admm(D, q=q, alpha=alpha)
+    elif solver == "cvxpy":
+        solution = ds3_cvxpy(D.double(), q=q, alpha=alpha)
+    else:
+        raise ValueError(f"unknown solver {solver!r} (admm, cvxpy)")
+    idx, sums = ds3_representatives(solution.Z, D, k)
+    return _sorted_selection(idx, sums, "ds3", _solution_info(solution, 0))
+
+
+def _solution_info(solution: DS3Solution, b: int | None) -> dict:
+    pick = (lambda t: t) if b is None else (lambda t: t[b] if torch.is_tensor(t) and t.ndim else t)
+    converged = pick(solution.converged)
+    return {
+        "solver": solution.solver,
+        "objective": float(pick(solution.objective)),
+        "lambda": float(pick(solution.lam)),
+        "iterations": solution.iterations,
+        "converged": bool(converged),
+    }
+
+
+def select_keyframes_batch(
+    features: Sequence[np.ndarray | Tensor],
+    k: int = DEFAULT_K,
+    q: Norm = DEFAULT_Q,
+    alpha: float = DEFAULT_ALPHA,
+) -> list[KeyframeSelection]:
+    """DS3 key frames for several clips at once: one batched ADMM solve over clips padded to
+    a common length (masks keep padding out), on the device of the features."""
+    if not features:
+        return []
+    tensors = [_features_from(f, None, None) for f in features]
+    lengths = [t.shape[0] for t in tensors]
+    if min(lengths) == 0:
+        raise ValueError("a clip has no frames to select from")
+    n_max, dim = max(lengths), tensors[0].shape[1]
+    device, dtype = tensors[0].device, tensors[0].dtype
+    padded = torch.zeros(len(tensors), n_max, dim, device=device, dtype=dtype)
+    mask = torch.zeros(len(tensors), n_max, dtype=torch.bool, device=device)
+    for b, t in enumerate(tensors):
+        padded[b, : lengths[b]] = t
+        mask[b, : lengths[b]] = True
+    D = normalise_dissimilarities(pairwise_distances(padded), mask)
+    all_equal = len(set(lengths)) == 1
+    solution = ds3_admm(D, q=q, alpha=alpha, mask=None if all_equal else mask)
+    selections = []
+    for b, n in enumerate(lengths):
+        if n <= k:
+            selections.append(_sorted_selection(np.arange(n), np.ones(n), "ds3",
+                                                {"note": "n <= k: all frames"}))
+            continue
+        idx, sums = ds3_representatives(solution.Z[b, :n, :n], D[b, :n, :n], k)
+        selections.append(_sorted_selection(idx, sums, "ds3", _solution_info(solution, b)))
+    return selections

@@ -1,0 +1,223 @@
+"""DS3 key frames (004 §2.2.1): projections, λ_max, ADMM vs the cvxpy reference, robustness to
+outlier frames compared with k-means, baselines and the AlexNet conv5 extractor."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from avtag.errors import CheckpointError
+from avtag.video.keyframes import (
+    AlexNetConv5,
+    ds3_admm,
+    ds3_cvxpy,
+    ds3_lambda_max,
+    ds3_representatives,
+    kmedoids_keyframes,
+    normalise_dissimilarities,
+    pairwise_distances,
+    project_columns_to_simplex,
+    prox_row_norms,
+    select_keyframes,
+    select_keyframes_batch,
+    uniform_keyframes,
+)
+
+
+def simplex_reference(v: np.ndarray) -> np.ndarray:
+    """Projection onto the probability simplex by bisection on the threshold (independent)."""
+    lo, hi = v.min() - 1.0, v.max()
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if np.maximum(v - mid, 0).sum() > 1 else (lo, mid)
+    return np.maximum(v - (lo + hi) / 2, 0)
+
+
+def clustered_features(sizes, seed, dim=8, spread=1.0, gap=8.0, outliers=0):
+    """Frames of len(sizes) scenes (in time order) plus far-away outlier frames spliced in."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(len(sizes), dim))
+    centres = gap * centres / np.linalg.norm(centres, axis=1, keepdims=True) * np.sqrt(2)
+    rows, scene = [], []
+    for s, size in enumerate(sizes):
+        rows.append(centres[s] + spread * rng.normal(size=(size, dim)) / np.sqrt(dim))
+        scene += [s] * size
+    x, scene = np.concatenate(rows), np.array(scene)
+    if outliers:
+        where = np.sort(rng.choice(len(x), outliers, replace=False))
+        far = rng.normal(size=(outliers, dim))
+        far = 6 * gap * far / np.linalg.norm(far, axis=1, keepdims=True)
+        x, scene = np.insert(x, where, far, axis=0), np.insert(scene, where, -1)
+    return x, scene
+
+
+# ----------------------------------------------------------------------------- pieces
+
+
+def test_simplex_projection_matches_reference_and_respects_mask():
+    V = torch.randn(2, 30, 7, dtype=torch.float64) * 2
+    mask = torch.ones(2, 30, dtype=torch.bool)
+    mask[1, 20:] = False
+    P = project_columns_to_simplex(V, mask)
+    for b, n in ((0, 30), (1, 20)):
+        for j in range(7):
+            assert np.allclose(P[b, :n, j].numpy(), simplex_reference(V[b, :n, j].numpy()),
+                               atol=1e-9)
+    assert P[1, 20:].abs().max() == 0 and torch.allclose(P.sum(1), torch.ones(2, 7, dtype=P.dtype))
+
+
+def test_row_prox_q2_and_qinf():
+    V = torch.randn(6, 9, dtype=torch.float64)
+    tau = torch.tensor(0.8, dtype=torch.float64)
+    out2 = prox_row_norms(V, tau, 2)
+    norms = V.norm(dim=1, keepdim=True)
+    assert torch.allclose(out2, V * torch.clamp(1 - tau / norms, min=0))
+    # q = ∞: the prox satisfies Moreau's identity v = prox(v) + Π_{ℓ1-ball(τ)}(v)
+    outinf = prox_row_norms(V, tau, "inf")
+    for i in range(6):
+        rest = (V[i] - outinf[i]).numpy()
+        v = V[i].numpy()
+        if np.abs(v).sum() <= 0.8:
+            assert np.allclose(outinf[i].numpy(), 0)
+        else:
+            projected = np.sign(v) * simplex_reference(np.abs(v) / 0.8) * 0.8
+            assert np.allclose(rest, projected, atol=1e-9)
+
+
+@pytest.mark.parametrize("q", [2, "inf"])
+def test_lambda_max_is_where_one_representative_remains(q):
+    x, _ = clustered_features([8, 6, 5], seed=1)
+    D = normalise_dissimilarities(pairwise_distances(torch.tensor(x))).double()
+    lam_max = float(ds3_lambda_max(D, q))
+    above = ds3_cvxpy(D, lam=1.02 * lam_max, q=q).Z.sum(1)
+    below = ds3_cvxpy(D, lam=0.3 * lam_max, q=q).Z.sum(1)
+    assert int((above > 1e-3).sum()) == 1 and float(above.max()) == pytest.approx(19, abs=1e-3)
+    assert int((below > 1e-3).sum()) >= 2
+
+
+# ----------------------------------------------------------------------------- solvers agree
+
+
+@pytest.mark.parametrize("q,seed", [("inf", 0), ("inf", 1), (2, 2), (2, 3)])
+def test_admm_matches_cvxpy_reference(q, seed):
+    rng = np.random.default_rng(seed)
+    sizes = list(rng.permutation([24, 15, 9, 5]))
+    x, _ = clustered_features(sizes, seed=seed, spread=2.0, gap=5.0)
+    D = normalise_dissimilarities(pairwise_distances(torch.tensor(x)))
+    reference = ds3_cvxpy(D.double(), q=q, alpha=0.05)
+    fast = ds3_admm(D.float(), q=q, alpha=0.05)
+    assert fast.converged
+    assert float(fast.objective) == pytest.approx(float(reference.objective), rel=0.01)
+    assert torch.allclose(fast.Z.sum(0), torch.ones(len(x)), atol=1e-5)  # feasible
+    ref_keys, _ = ds3_representatives(reference.Z, D, 4)
+    fast_keys, _ = ds3_representatives(fast.Z, D, 4)
+    assert sorted(ref_keys.tolist()) == sorted(fast_keys.tolist())
+
+
+def test_batched_admm_with_padding_equals_single_solves():
+    clips = [clustered_features(sizes, seed=s)[0] for s, sizes in
+             enumerate([[20, 12, 6, 4], [10, 9, 8], [30, 5, 5, 5, 3]])]
+    batch = select_keyframes_batch([torch.tensor(c, dtype=torch.float32) for c in clips])
+    for clip, selection in zip(clips, batch):
+        single = select_keyframes(torch.tensor(clip, dtype=torch.float32))
+        assert selection.indices.tolist() == single.indices.tolist()
+        assert selection.info["objective"] == pytest.approx(single.info["objective"], rel=1e-3)
+
+
+# ----------------------------------------------------------------------------- 004's motivation
+
+
+def test_ds3_covers_scenes_and_ignores_outliers_unlike_kmeans():
+    """4 scenes of unequal length with 4 far-away flash frames: DS3 (top row sums) picks one
+    frame per scene and no outlier; k-means' nearest-to-centroid frames do not."""
+    from sklearn.cluster import KMeans
+
+    ds3_scenes, ds3_outliers, km_scenes, km_outliers = [], [], [], []
+    for seed in range(3):
+        x, scene = clustered_features([70, 40, 20, 12], seed=seed, outliers=4)
+        ds3 = select_keyframes(torch.tensor(x, dtype=torch.float32), k=4)
+        km = KMeans(n_clusters=4, n_init=10, random_state=seed).fit(x)
+        nearest = [int(np.argmin(((x - c) ** 2).sum(1))) for c in km.cluster_centers_]
+        for keys, scenes, outliers in ((ds3.indices, ds3_scenes, ds3_outliers),
+                                       (nearest, km_scenes, km_outliers)):
+            labels = scene[np.asarray(keys)]
+            scenes.append(len(set(labels[labels >= 0].tolist())))
+            outliers.append(int((labels < 0).sum()))
+        assert np.all(np.diff(ds3.indices) > 0)  # sorted by time
+    assert ds3_scenes == [4, 4, 4] and ds3_outliers == [0, 0, 0]
+    assert sum(km_outliers) >= 3 and sum(km_scenes) < 12
+
+
+# ----------------------------------------------------------------------------- baselines
+
+
+def test_uniform_keyframes():
+    assert uniform_keyframes(240, 4).tolist() == [30, 90, 150, 210]
+    assert uniform_keyframes(3, 4).tolist() == [0, 1, 2]
+
+
+def test_kmedoids_is_swap_optimal_and_finds_separated_clusters():
+    x, _ = clustered_features([6, 4, 3], seed=4, spread=3.0, gap=3.0)
+    D = pairwise_distances(torch.tensor(x)).double().numpy()
+    medoids, sizes = kmedoids_keyframes(D, 3, seed=0)
+    cost = D[medoids].min(0).sum()
+    for slot, h in itertools.product(range(3), range(len(x))):  # PAM stops at a swap optimum
+        swapped = medoids.copy()
+        swapped[slot] = h
+        assert D[swapped].min(0).sum() >= cost - 1e-9
+    assert sizes.sum() == len(x)
+    x, scene = clustered_features([9, 5, 4], seed=6)
+    medoids, sizes = kmedoids_keyframes(pairwise_distances(torch.tensor(x)), 3)
+    assert sorted(scene[medoids].tolist()) == [0, 1, 2] and sorted(sizes.tolist()) == [4, 5, 9]
+
+
+def test_select_keyframes_methods_and_extractor():
+    x, scene = clustered_features([25, 15, 10, 6], seed=5)
+    frames = np.zeros((len(x), 4, 4, 3), np.uint8)
+    extractor = lambda _frames: torch.tensor(x, dtype=torch.float32)  # noqa: E731
+    for method in ("ds3", "kmedoids"):
+        sel = select_keyframes(frames=frames, extractor=extractor, method=method)
+        assert len(sel.indices) == 4 and set(scene[sel.indices]) == {0, 1, 2, 3}
+    assert select_keyframes(x, method="uniform").indices.tolist() == uniform_keyframes(56, 4).tolist()
+    assert select_keyframes(x[:3]).indices.tolist() == [0, 1, 2]
+    with pytest.raises(ValueError):
+        select_keyframes(x, method="kmeans")
+
+
+# ----------------------------------------------------------------------------- AlexNet conv5
+
+
+def test_alexnet_conv5_from_local_weights(tmp_path):
+    from torchvision.models import alexnet
+
+    torch.manual_seed(0)
+    net = alexnet(weights=None).eval()
+    path = tmp_path / "alexnet.pth"
+    torch.save(net.state_dict(), path)
+    extractor = AlexNetConv5(path, batch_size=2)
+    frames = np.random.default_rng(0).integers(0, 255, (3, 90, 160, 3), np.uint8)
+    features = extractor(frames)
+    assert features.shape == (3, 256 * 13 * 13) and bool((features >= 0).all())
+    x = torch.nn.functional.interpolate(torch.tensor(frames).permute(0, 3, 1, 2).float() / 255,
+                                        size=(224, 224), mode="bilinear", antialias=True)
+    x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor(
+        [0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = net.features[:12](x).flatten(1)
+    assert torch.allclose(features, expected, atol=1e-4)
+
+
+def test_alexnet_weights_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        AlexNetConv5(tmp_path / "absent.pth")
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        AlexNetConv5(garbage)
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"features.0.weight": torch.zeros(1)}, wrong)
+    with pytest.raises(CheckpointError, match="not an AlexNet"):
+        AlexNetConv5(wrong)
