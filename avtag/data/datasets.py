@@ -1,0 +1,354 @@
+"""Clip datasets, the class-balanced sampler and the Lightning data module for training.
+
+:class:`ClipDataset` turns a manifest (:mod:`avtag.data.manifests`) into
+``{"waveform", "target", "index"}`` items: the waveform is mono float32 at the
+front-end's sample rate, padded/cropped to the clip length (waveforms, not features:
+the front-end runs inside the LightningModule on the model's device, so a GPU computes
+the log-mels); the target is multi-hot over the class list. Audio comes from the file
+named in ``audio`` or from the HDF5 pack named in ``pack``/``pack_key``
+(:mod:`avtag.data.pack`). Every problem with the manifest (unknown labels, absent
+files) is found when the dataset is built, not mid-epoch.
+
+:class:`ClassBalancedSampler` draws class-balanced mini-batches (see its docstring for
+the exact scheme); :class:`ClipDataModule` wires both into Lightning.
+
+Choices where the paper is silent:
+- Balanced mini-batches (004 §3.2 gives the batch size, 95, but not how batches are
+  drawn): classes are visited round-robin in a random order that is re-drawn after
+  every full round, and each visit draws the next clip of that class from a shuffled
+  per-class list (reshuffled when used up). The round continues across batch
+  boundaries, so with 17 classes and 95 clips every class gets 5 or 6 slots per batch.
+  Clips with no label at all form one extra "background" group in the rotation.
+- An epoch of the balanced sampler is ``ceil(clips / (batch_size * processes))``
+  batches per process unless ``epoch_batches`` says otherwise.
+- Under DDP every process draws its own balanced stream (seeded by seed, epoch and
+  rank); ``batch_size`` is per process, as everywhere in Lightning.
+- Validation under DDP: Lightning's distributed sampler pads the last shard with
+  repeated clips; every item carries its dataset ``index`` so that the gathered
+  predictions can be de-duplicated before thresholds and metrics are computed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from avtag.audio.features import LogMelFrontEnd, fit_length
+from avtag.audio.io import load_audio, resample
+from avtag.data.pack import PackReader
+from avtag.data.manifests import ClipRecord, read_manifest, resolve
+from avtag.errors import ManifestError
+from avtag.events import event_names
+
+MAX_LISTED_MISSING = 3
+
+
+class ClipDataset(Dataset):
+    """Waveforms and multi-hot targets of the clips of a manifest.
+
+    Args:
+        manifest: a JSONL manifest path, or records (then ``base_dir`` resolves
+            relative paths; default: the current directory).
+        sample_rate: rate of the returned waveforms (taken from ``frontend`` if given).
+        clip_seconds: clip length; waveforms are cropped from the start / zero-padded
+            at the end to it. ``None`` keeps each clip's own length (batch size 1).
+        classes: class names, the order of the target vector (default: the 17 DCASE
+            2017 events).
+        frontend: a :class:`LogMelFrontEnd` or its ``config`` dict; supplies
+            ``sample_rate`` and ``clip_seconds``.
+    """
+
+    def __init__(
+        self,
+        manifest: str | Path | Sequence[ClipRecord],
+        sample_rate: int | None = None,
+        clip_seconds: float | None = 10.0,
+        classes: Sequence[str] | None = None,
+        *,
+        frontend: LogMelFrontEnd | dict[str, Any] | None = None,
+        base_dir: str | Path | None = None,
+    ) -> None:
+        if frontend is not None:
+            config = frontend.config if isinstance(frontend, LogMelFrontEnd) else dict(frontend)
+            sample_rate = int(config["sample_rate"])
+            clip_seconds = config.get("clip_seconds")
+        if sample_rate is None:
+            raise ValueError("ClipDataset needs a sample_rate (or a frontend)")
+        if isinstance(manifest, (str, Path)):
+            self.manifest_path: Path | None = Path(manifest)
+            self.records = read_manifest(manifest)
+            self.base_dir = self.manifest_path.parent
+        else:
+            self.manifest_path = None
+            self.records = list(manifest)
+            self.base_dir = Path(base_dir) if base_dir is not None else Path.cwd()
+            if not self.records:
+                raise ManifestError("manifest has no clips")
+        self.sample_rate = int(sample_rate)
+        self.clip_seconds = None if clip_seconds is None else float(clip_seconds)
+        self.classes = list(classes) if classes is not None else event_names()
+        self.targets = self._multi_hot()
+        self._packs: dict[Path, PackReader] = {}
+        self._check_sources()
+
+    @property
+    def clip_samples(self) -> int | None:
+        return None if self.clip_seconds is None else int(round(self.clip_seconds * self.sample_rate))
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        waveform = torch.from_numpy(self.load_waveform(index))
+        if self.clip_samples is not None:
+            waveform = fit_length(waveform, self.clip_samples)
+        return {"waveform": waveform, "target": torch.from_numpy(self.targets[index]), "index": index}
+
+    # ------------------------------------------------------------------ loading
+
+    def load_waveform(self, index: int) -> np.ndarray:
+        """The clip's mono float32 samples at :attr:`sample_rate` (its own length)."""
+        record = self.records[index]
+        if record.pack is not None:
+            return self._read_pack(record)
+        return load_audio(self._audio_path(record), target_sr=self.sample_rate, mono=True)[0]
+
+    def _audio_path(self, record: ClipRecord) -> Path:
+        return resolve(self.base_dir, record.audio)  # type: ignore[return-value]
+
+    def _pack(self, path: Path) -> PackReader:
+        if path not in self._packs:
+            self._packs[path] = PackReader(path)  # opens its HDF5 file lazily, once per process
+        return self._packs[path]
+
+    def _read_pack(self, record: ClipRecord) -> np.ndarray:
+        reader = self._pack(resolve(self.base_dir, record.pack))  # type: ignore[arg-type]
+        samples, rate = reader.read(record.pack_key or record.id)
+        return resample(samples, int(rate), self.sample_rate)
+
+    # ------------------------------------------------------------------ up-front checks
+
+    def _multi_hot(self) -> np.ndarray:
+        index = {name: i for i, name in enumerate(self.classes)}
+        targets = np.zeros((len(self.records), len(self.classes)), dtype=np.float32)
+        unknown: dict[str, int] = {}
+        for row, record in enumerate(self.records):
+            for label in record.labels:
+                if label in index:
+                    targets[row, index[label]] = 1.0
+                else:
+                    unknown[label] = unknown.get(label, 0) + 1
+        if unknown:
+            listed = ", ".join(f"{name!r} ({count} clips)" for name, count in list(unknown.items())[:MAX_LISTED_MISSING])
+            more = f" and {len(unknown) - MAX_LISTED_MISSING} more" if len(unknown) > MAX_LISTED_MISSING else ""
+            raise ManifestError(
+                f"{len(unknown)} label(s) not in the class list of {len(self.classes)} classes: {listed}{more}",
+                self.manifest_path,
+            )
+        return targets
+
+    def _check_sources(self) -> None:
+        """Every record names a readable source: report all absent files in one line."""
+        missing: list[str] = []
+        no_source: list[str] = []
+        pack_keys: dict[Path, list[str]] = {}
+        for record in self.records:
+            if record.pack is not None:
+                pack_keys.setdefault(resolve(self.base_dir, record.pack), []).append(record.pack_key or record.id)
+            elif record.audio is not None:
+                path = self._audio_path(record)
+                if not path.is_file():
+                    missing.append(str(path))
+            else:
+                no_source.append(record.id)
+        if no_source:
+            raise ManifestError(
+                f"{len(no_source)} record(s) name neither an audio file nor a pack (first: {', '.join(no_source[:MAX_LISTED_MISSING])})",
+                self.manifest_path,
+            )
+        missing_keys: list[str] = []
+        for pack_path, keys in pack_keys.items():
+            if not pack_path.is_file():
+                missing.append(str(pack_path))
+                continue
+            reader = self._pack(pack_path)
+            missing_keys += [f"{pack_path.name}:{key}" for key in keys if key not in reader]
+        if missing:
+            raise ManifestError(
+                f"{len(missing)} of {len(self.records)} files named by the manifest are missing "
+                f"(first: {', '.join(missing[:MAX_LISTED_MISSING])})",
+                self.manifest_path,
+            )
+        if missing_keys:
+            raise ManifestError(
+                f"{len(missing_keys)} clip(s) are not in their pack (first: {', '.join(missing_keys[:MAX_LISTED_MISSING])})",
+                self.manifest_path,
+            )
+
+
+class ClassBalancedSampler(DistributedSampler):
+    """Indices whose consecutive blocks of ``batch_size`` are class-balanced mini-batches.
+
+    Scheme: the classes (plus one "background" group for clips without labels, if any)
+    are visited round-robin in a random order, re-drawn after each full round; each
+    visit takes the next clip of that class from a shuffled list of its clips,
+    reshuffled whenever it is used up. The round runs on across batch boundaries. Each
+    epoch yields ``num_batches * batch_size`` indices per process; the stream depends
+    only on ``(seed, epoch, rank)`` (Lightning calls :meth:`set_epoch`).
+
+    It subclasses :class:`DistributedSampler` so that Lightning does not wrap (and
+    reshuffle) it under DDP: each rank draws its own balanced stream instead.
+    """
+
+    def __init__(
+        self,
+        targets: np.ndarray | Tensor,
+        batch_size: int,
+        num_batches: int | None = None,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
+        targets = np.asarray(targets) > 0.5
+        if targets.ndim != 2 or targets.shape[0] == 0:
+            raise ValueError("targets must be a non-empty (clips, classes) multi-hot matrix")
+        if batch_size < 1:
+            raise ValueError("batch_size must be positive")
+        super().__init__(range(targets.shape[0]), num_replicas=num_replicas, rank=rank, shuffle=False, seed=seed)
+        self.batch_size = int(batch_size)
+        self.num_batches = int(num_batches) if num_batches else math.ceil(targets.shape[0] / (batch_size * num_replicas))
+        groups = [np.flatnonzero(targets[:, k]) for k in range(targets.shape[1])]
+        background = np.flatnonzero(~targets.any(axis=1))
+        self.groups = [g for g in groups if g.size] + ([background] if background.size else [])
+
+    def __len__(self) -> int:
+        return self.num_batches * self.batch_size
+
+    def __iter__(self) -> Iterator[int]:
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank])
+        queues = [rng.permutation(group) for group in self.groups]
+        positions = [0] * len(self.groups)
+        order = rng.permutation(len(self.groups))
+        turn = 0
+        for _ in range(len(self)):
+            if turn == len(order):
+                order, turn = rng.permutation(len(self.groups)), 0
+            group = order[turn]
+            turn += 1
+            if positions[group] == len(queues[group]):
+                queues[group], positions[group] = rng.permutation(self.groups[group]), 0
+            yield int(queues[group][positions[group]])
+            positions[group] += 1
+
+
+class ClipDataModule(L.LightningDataModule):
+    """Train/validation/test manifests -> DataLoaders of waveform batches.
+
+    ``classes``, ``sample_rate`` and ``clip_seconds`` default to those of the
+    LightningModule being trained (its class list and front-end), so a training config
+    names them once, on the model.
+    """
+
+    def __init__(
+        self,
+        train_manifest: str | None = None,
+        val_manifest: str | None = None,
+        test_manifest: str | None = None,
+        batch_size: int = 95,
+        num_workers: int = 4,
+        balanced: bool = True,
+        epoch_batches: int | None = None,
+        seed: int = 0,
+        classes: list[str] | None = None,
+        sample_rate: int | None = None,
+        clip_seconds: float | None = None,
+        pin_memory: bool | None = None,
+    ) -> None:
+        super().__init__()
+        # "classes" is recorded by the LightningModule (Lightning refuses differing duplicates).
+        self.save_hyperparameters(ignore=["classes"])
+        self.train_manifest = train_manifest
+        self.val_manifest = val_manifest
+        self.test_manifest = test_manifest
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.balanced = balanced
+        self.epoch_batches = epoch_batches
+        self.seed = seed
+        self.classes = classes
+        self.sample_rate = sample_rate
+        self.clip_seconds = clip_seconds
+        self.pin_memory = pin_memory
+        self.datasets: dict[str, ClipDataset] = {}
+
+    def _resolve_from_module(self) -> None:
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        if self.classes is None:
+            self.classes = list(module.classes) if module is not None and hasattr(module, "classes") else event_names()
+        frontend = getattr(module, "frontend", None)
+        if self.sample_rate is None:
+            if frontend is None:
+                raise ValueError("ClipDataModule needs sample_rate when the module has no front-end")
+            self.sample_rate = frontend.sample_rate
+        if self.clip_seconds is None and frontend is not None:
+            self.clip_seconds = frontend.clip_seconds
+
+    def _dataset(self, split: str, manifest: str | None) -> ClipDataset:
+        if manifest is None:
+            raise ManifestError(f"no {split} manifest given (data.{split}_manifest)")
+        if split not in self.datasets:
+            self.datasets[split] = ClipDataset(manifest, self.sample_rate, self.clip_seconds, self.classes)
+        return self.datasets[split]
+
+    def setup(self, stage: str | None = None) -> None:
+        self._resolve_from_module()
+        if stage in ("fit", None):
+            self._dataset("train", self.train_manifest)
+            self._dataset("val", self.val_manifest)
+        if stage == "validate":
+            self._dataset("val", self.val_manifest)
+        if stage == "test":
+            self._dataset("test", self.test_manifest)
+
+    def _loader(self, dataset: ClipDataset, **kwargs: Any) -> DataLoader:
+        pin = torch.cuda.is_available() if self.pin_memory is None else self.pin_memory
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=pin,
+            persistent_workers=self.num_workers > 0,
+            **kwargs,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self.datasets["train"]
+        if not self.balanced:
+            return self._loader(dataset, shuffle=True, drop_last=False)
+        trainer = self.trainer
+        sampler = ClassBalancedSampler(
+            dataset.targets,
+            self.batch_size,
+            self.epoch_batches,
+            self.seed,
+            num_replicas=trainer.world_size if trainer is not None else 1,
+            rank=trainer.global_rank if trainer is not None else 0,
+        )
+        return self._loader(dataset, sampler=sampler, drop_last=False)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.datasets["val"], shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.datasets["test"], shuffle=False)
+
+
+__all__ = ["ClassBalancedSampler", "ClipDataModule", "ClipDataset"]

@@ -1,0 +1,297 @@
+"""Evaluate a trained tagger on a manifest: predictions, probabilities, metrics, a table.
+
+``python -m avtag.evaluate --checkpoint CKPT_OR_EXPORT --manifest M.jsonl --out DIR``
+
+writes into ``DIR``:
+
+* ``predictions.csv``: the decisions in the official DCASE 2017 Task 4 format
+  (``file<TAB>start<TAB>end<TAB>label``, :func:`avtag.metrics.write_tag_file`), ready for the
+  organisers' scorer;
+* ``probabilities.csv``: the clip probability matrix, header ``id`` + class names;
+* ``thresholds.json``: the class thresholds used and where they came from;
+* ``metrics.json``: micro precision/recall/F1 and per-class counts and scores (subtask A,
+  :func:`avtag.metrics.score_tagging`), mAP, mean AUC, d-prime
+  (:func:`avtag.metrics.ranking_scores`) and, when records carry strong labels (``events``)
+  and the model has frame outputs, the segment-based localisation F1
+  (:func:`avtag.metrics.segment_based_f1`);
+* ``per_class.md``: a per-class table (also printed).
+
+Thresholds are never tuned on the evaluated manifest (004 §3.3: "the thresholds obtained on
+the validation data were directly applied to the test and evaluation data"). By default
+they are those saved with the model (tuned on validation during training);
+``--thresholds-from`` takes a ``thresholds.json`` or a separate validation manifest to tune
+on, which must share no clip with the evaluated one.
+
+Choices where the paper is silent:
+- Clips with strong labels define the localisation ground truth for every clip of the
+  manifest: a clip without ``events`` counts as having no audible event.
+- A clip's start/end in ``predictions.csv`` come from its id when it is a DCASE clip name,
+  else from the record's ``start``/``end`` (default 0 and its duration).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from avtag.audio.tagger import AudioTagger
+from avtag.data.datasets import ClipDataset
+from avtag.data.manifests import read_manifest
+from avtag.errors import AvtagError, InputFileError, ManifestError, cli_guard
+
+SAVED = "saved"
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"``: CUDA when available, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@torch.inference_mode()
+def run_tagger(
+    tagger: AudioTagger, dataset: ClipDataset, batch_size: int = 16, num_workers: int = 0
+) -> tuple[np.ndarray, np.ndarray | None, float | None]:
+    """Clip probabilities ``(N, C)``, frame probabilities ``(N, T', C)`` (or None) and the
+    frame hop of every clip of ``dataset``, in manifest order."""
+    tagger.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    clip_chunks, frame_chunks, frame_hop = [], [], None
+    for batch in loader:
+        output = tagger(batch["waveform"].to(tagger.device))
+        clip_chunks.append(output.clip_probs.float().cpu().numpy())
+        if output.frame_probs is not None:
+            frame_chunks.append(output.frame_probs.float().cpu().numpy())
+            frame_hop = output.frame_hop
+    clip_probs = np.concatenate(clip_chunks).astype(np.float64)
+    frame_probs = np.concatenate(frame_chunks).astype(np.float64) if len(frame_chunks) == len(clip_chunks) else None
+    return clip_probs, frame_probs, frame_hop
+
+
+def load_thresholds(
+    source: str, tagger: AudioTagger, manifest: Path, batch_size: int, num_workers: int
+) -> tuple[np.ndarray, str]:
+    """Thresholds from ``source`` ("saved", a thresholds JSON, or a validation manifest to
+    tune on) and a description of where they came from."""
+    if source == SAVED:
+        return np.asarray(tagger.thresholds, dtype=np.float64), "saved with the model (tuned on validation in training)"
+    path = Path(source)
+    if not path.is_file():
+        raise InputFileError("no such thresholds file or validation manifest", path)
+    if path.suffix == ".json":
+        return _thresholds_json(path, tagger.classes), f"file {path}"
+    if path.resolve() == manifest.resolve():
+        raise ManifestError("refusing to tune thresholds on the manifest being evaluated", path)
+    evaluated_ids = {record.id for record in read_manifest(manifest)}
+    shared = [record.id for record in read_manifest(path) if record.id in evaluated_ids]
+    if shared:
+        raise ManifestError(
+            f"{len(shared)} clip(s) of the threshold-tuning manifest are also evaluated (first: {shared[0]});"
+            " thresholds must come from a disjoint validation set",
+            path,
+        )
+    from avtag.thresholds import tune_thresholds
+
+    validation = ClipDataset(path, frontend=tagger.frontend, classes=tagger.classes)
+    probs, _, _ = run_tagger(tagger, validation, batch_size, num_workers)
+    tuned = tune_thresholds(validation.targets > 0.5, probs)
+    return np.asarray(tuned.thresholds, dtype=np.float64), f"tuned on {path} (004 section 3.3)"
+
+
+def _thresholds_json(path: Path, classes: list[str]) -> np.ndarray:
+    try:
+        data = json.loads(path.read_text())
+        if isinstance(data, dict) and "thresholds" in data:
+            names = data.get("classes", classes)
+            values = dict(zip(names, data["thresholds"], strict=True))
+        else:
+            values = dict(data)
+        return np.asarray([float(values[name]) for name in classes], dtype=np.float64)
+    except (ValueError, TypeError, KeyError) as err:
+        raise InputFileError(f"not a thresholds file for this model's {len(classes)} classes ({err})", path) from None
+
+
+def evaluate(
+    checkpoint: str | Path,
+    manifest: str | Path,
+    out_dir: str | Path,
+    thresholds_from: str = SAVED,
+    batch_size: int = 16,
+    device: str = "auto",
+    num_workers: int = 0,
+) -> dict[str, Any]:
+    """Run the tagger over ``manifest``, write the outputs listed in the module docstring
+    into ``out_dir`` and return the metrics."""
+    from avtag.metrics import ranking_scores, score_tagging, segment_based_f1, write_tag_file
+
+    manifest, out = Path(manifest), Path(out_dir)
+    tagger = AudioTagger.from_pretrained(checkpoint).to(resolve_device(device))
+    classes = tagger.classes
+    dataset = ClipDataset(manifest, frontend=tagger.frontend, classes=classes)
+    thresholds, threshold_source = load_thresholds(thresholds_from, tagger, manifest, batch_size, num_workers)
+    clip_probs, frame_probs, frame_hop = run_tagger(tagger, dataset, batch_size, num_workers)
+    decisions = clip_probs >= thresholds
+    records = dataset.records
+    ids = [record.id for record in records]
+    out.mkdir(parents=True, exist_ok=True)
+
+    predicted = {rid: [classes[c] for c in np.flatnonzero(row)] for rid, row in zip(ids, decisions, strict=True)}
+    truth = {record.id: [label for label in record.labels] for record in records}
+    clip_seconds = dataset.clip_seconds or 0.0
+    times = {
+        r.id: (r.start or 0.0, r.end if r.end is not None else (r.start or 0.0) + (r.duration or clip_seconds))
+        for r in records
+    }
+    write_tag_file(out / "predictions.csv", predicted, times)
+    _write_probabilities(out / "probabilities.csv", ids, classes, clip_probs)
+    (out / "thresholds.json").write_text(
+        json.dumps({"classes": classes, "thresholds": thresholds.tolist(), "source": threshold_source}, indent=2) + "\n"
+    )
+
+    tagging = score_tagging(truth, predicted, classes=classes)
+    ranking = ranking_scores(dataset.targets > 0.5, clip_probs, classes)
+    metrics: dict[str, Any] = {
+        "checkpoint": str(checkpoint),
+        "manifest": str(manifest),
+        "clips": len(records),
+        "thresholds": threshold_source,
+        "micro": {"precision": tagging.precision, "recall": tagging.recall, "f1": tagging.f1},
+        "macro_f1": tagging.macro_f1(),
+        "mAP": ranking.mean_average_precision,
+        "mAUC": ranking.mean_auc,
+        "d_prime": ranking.mean_d_prime,
+        "per_class": {
+            name: {
+                "threshold": float(thresholds[c]),
+                "tp": tagging.class_wise[name].tp,
+                "fp": tagging.class_wise[name].fp,
+                "fn": tagging.class_wise[name].fn,
+                "precision": tagging.class_wise[name].precision,
+                "recall": tagging.class_wise[name].recall,
+                "f1": tagging.class_wise[name].f1,
+                "average_precision": ranking.average_precision[name],
+                "auc": ranking.auc[name],
+                "d_prime": ranking.d_prime[name],
+            }
+            for c, name in enumerate(classes)
+        },
+        "ranking_skipped_classes": ranking.skipped,
+    }
+    if frame_probs is not None and frame_hop is not None and any(record.events for record in records):
+        segments = segment_based_f1(
+            list(frame_probs),
+            frame_hop,
+            thresholds,
+            [record.events for record in records],
+            classes,
+            clip_durations=[record.duration or clip_seconds for record in records],
+        )
+        metrics["localisation"] = {
+            "segment_f1": segments.f1,
+            "segment_precision": segments.precision,
+            "segment_recall": segments.recall,
+            "segment_length": 1.0,
+        }
+    (out / "metrics.json").write_text(json.dumps(_finite(metrics), indent=2) + "\n")
+    table = per_class_table(metrics, classes)
+    (out / "per_class.md").write_text(table)
+    return metrics
+
+
+def _write_probabilities(path: Path, ids: list[str], classes: list[str], probs: np.ndarray) -> None:
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", *classes])
+        for rid, row in zip(ids, probs, strict=True):
+            writer.writerow([rid, *(f"{p:.6g}" for p in row)])
+
+
+def _finite(value: Any) -> Any:
+    """NaN -> None so that metrics.json is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def per_class_table(metrics: dict[str, Any], classes: list[str]) -> str:
+    """Markdown table of the per-class scores, with a micro/mean row."""
+
+    def fmt(x: float | None) -> str:
+        return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.3f}"
+
+    lines = [
+        "| class | thr | P | R | F1 | TP | FP | FN | AP | AUC |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in classes:
+        s = metrics["per_class"][name]
+        lines.append(
+            f"| {name} | {fmt(s['threshold'])} | {fmt(s['precision'])} | {fmt(s['recall'])} | {fmt(s['f1'])} "
+            f"| {s['tp']} | {s['fp']} | {s['fn']} | {fmt(s['average_precision'])} | {fmt(s['auc'])} |"
+        )
+    micro = metrics["micro"]
+    lines.append(
+        f"| **micro / mean** | | {fmt(micro['precision'])} | {fmt(micro['recall'])} | {fmt(micro['f1'])} "
+        f"| | | | {fmt(metrics['mAP'])} | {fmt(metrics['mAUC'])} |"
+    )
+    if "localisation" in metrics:
+        lines.append("")
+        lines.append(f"Segment-based localisation F1 (1 s): {fmt(metrics['localisation']['segment_f1'])}")
+    return "\n".join(lines) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m avtag.evaluate", description="Evaluate a trained audio tagger on a manifest."
+    )
+    parser.add_argument("--checkpoint", required=True, help="Lightning .ckpt or export directory")
+    parser.add_argument("--manifest", required=True, help="JSONL manifest of the clips to evaluate")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument(
+        "--thresholds-from",
+        default=SAVED,
+        help="'saved' (default: thresholds saved with the model), a thresholds.json, "
+        "or a separate validation manifest to tune them on",
+    )
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:1', ...")
+    return parser
+
+
+@cli_guard
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        device = resolve_device(args.device)
+    except RuntimeError as err:
+        raise AvtagError(f"bad --device {args.device!r} ({err})") from None
+    metrics = evaluate(
+        args.checkpoint, args.manifest, args.out, args.thresholds_from, args.batch_size, str(device), args.num_workers
+    )
+    print((Path(args.out) / "per_class.md").read_text(), end="")
+    micro = metrics["micro"]
+    print(
+        f"micro P {micro['precision']:.4f} R {micro['recall']:.4f} F1 {micro['f1']:.4f} | "
+        f"mAP {metrics['mAP']:.4f} | outputs in {args.out}",
+        file=sys.stdout,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    main()
