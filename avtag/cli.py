@@ -2,7 +2,8 @@
 
 ``avtag export CKPT OUT/``
     Write a Lightning checkpoint (or another export) as an :class:`AudioTagger` export:
-    ``OUT/model.safetensors`` + ``OUT/config.json``. Loading reads tensors with safetensors
+    ``OUT/model.safetensors`` + ``OUT/config.json`` (``"frontend": null`` for a model
+    trained on precomputed features). Loading reads tensors with safetensors
     and checkpoints with ``torch.load(weights_only=True)``: no code is ever unpickled.
 ``avtag models``
     List the registered model names.
@@ -21,13 +22,13 @@ from avtag.errors import cli_guard
 
 
 def _export(args: argparse.Namespace) -> int:
-    from avtag.audio.tagger import AudioTagger
+    from avtag.audio.tagger import export_checkpoint
 
-    tagger = AudioTagger.from_pretrained(args.checkpoint)
-    out = tagger.export(args.out)
+    model, config = export_checkpoint(args.checkpoint, args.out)
+    inputs = ", takes precomputed features" if config["frontend"] is None else ""
     print(
-        f"exported {tagger.model.model_name} ({tagger.model.num_parameters:,} parameters, "
-        f"{len(tagger.classes)} classes) to {out}"
+        f"exported {model.model_name} ({model.num_parameters:,} parameters, "
+        f"{len(config['classes'])} classes{inputs}) to {args.out}"
     )
     return 0
 

@@ -45,6 +45,16 @@ Choices where the paper is silent:
   the front-end when the model takes them and the config does not give them.
 - Optional per-mel-bin standardisation (002 §4) from ``feature_statistics_clips``
   evenly spaced training clips, computed once before training.
+- ``frontend: null`` means the inputs already are features (e.g. the AudioSet
+  embeddings of 000 §3.4 for ``multilevel_embeddings``): batches carry ``features``
+  (:class:`avtag.data.embeddings.EmbeddingDataModule`) that go straight to the model,
+  and the checkpoint records ``frontend: None``. Such a model cannot become an
+  :class:`AudioTagger`; ``python -m avtag.evaluate --embeddings`` evaluates it.
+  Its frame hop is ``feature_hop_seconds`` (0.96 s, the AudioSet embedding segment).
+- ``classes`` may be a path to a ``class_labels_indices.csv``: its display names
+  (e.g. the 527 AudioSet classes) in index order.
+- The data module is chosen in the config (``data.class_path``); without one it is
+  :class:`avtag.data.datasets.ClipDataModule`, so older configs keep working.
 """
 
 from __future__ import annotations
@@ -67,10 +77,12 @@ from avtag.audio.features import LogMelFrontEnd, fit_statistics
 from avtag.audio.models.base import TaggingOutput, build_model, get
 from avtag.audio.tagger import AudioTagger
 from avtag.data.datasets import ClipDataModule
+from avtag.data.embeddings import AUDIOSET_SEGMENT_SECONDS, class_names
 from avtag.errors import AvtagError, cli_guard
 from avtag.events import event_names
 
 SELECTION_METRIC = "val_micro_f1"
+DEFAULT_DATA_MODULE = f"{ClipDataModule.__module__}.{ClipDataModule.__qualname__}"
 
 
 def paper_sgd(params: Iterable[Any]) -> Optimizer:
@@ -84,14 +96,17 @@ def paper_plateau(optimizer: Optimizer) -> ReduceLROnPlateau:
 
 
 class TaggingModule(L.LightningModule):
-    """Front-end + registered tagging model, trained on waveform batches.
+    """Front-end + registered tagging model, trained on waveform batches (or, with
+    ``frontend=None``, a model trained on batches of precomputed features).
 
     Args:
         model_name: a registered model (``avtag models`` lists them).
         model_args: its constructor arguments (JSON values).
-        frontend: front-end preset ("crnn", "mmnet", "cnn").
+        frontend: front-end preset ("crnn", "mmnet", "cnn"), or None: the batches
+            carry ``features`` for the model (no front-end).
         frontend_args: overrides of the preset.
-        classes: class names (default: the 17 DCASE 2017 events).
+        classes: class names, or the path of a ``class_labels_indices.csv`` (all its
+            display names); default: the 17 DCASE 2017 events.
         optimizer: callable ``params -> Optimizer`` (default: 004's SGD).
         scheduler: callable ``optimizer -> scheduler`` or None (default: 004's plateau decay).
         scheduler_monitor: metric a ReduceLROnPlateau scheduler watches.
@@ -99,27 +114,36 @@ class TaggingModule(L.LightningModule):
         feature_statistics_clips: if > 0, standardise features with statistics from
             this many training clips (002 §4).
         metadata: free-form facts stored with the exported tagger.
+        feature_hop_seconds: seconds between input feature frames when ``frontend`` is
+            None (default 0.96, one AudioSet embedding segment); sets ``frame_hop``.
     """
 
     def __init__(
         self,
         model_name: str = "crnn",
         model_args: dict[str, Any] | None = None,
-        frontend: str = "crnn",
+        frontend: str | None = "crnn",
         frontend_args: dict[str, Any] | None = None,
-        classes: list[str] | None = None,
+        classes: list[str] | str | None = None,
         optimizer: OptimizerCallable = paper_sgd,
         scheduler: LRSchedulerCallable | None = paper_plateau,
         scheduler_monitor: str = "val_loss",
         threshold_seed: int = 0,
         feature_statistics_clips: int = 0,
         metadata: dict[str, Any] | None = None,
+        feature_hop_seconds: float = AUDIOSET_SEGMENT_SECONDS,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.classes = list(classes) if classes is not None else event_names()
+        if isinstance(classes, str):
+            self.classes = class_names(classes)
+        else:
+            self.classes = list(classes) if classes is not None else event_names()
+        if frontend is None and (frontend_args or feature_statistics_clips > 0):
+            raise AvtagError("frontend_args and feature_statistics_clips need a front-end (model.frontend is null)")
+        self.feature_hop_seconds = float(feature_hop_seconds)
         try:
-            self.frontend = LogMelFrontEnd.from_preset(frontend, **(frontend_args or {}))
+            self.frontend = None if frontend is None else LogMelFrontEnd.from_preset(frontend, **(frontend_args or {}))
             self.model = build_model(model_name, **self._complete_model_args(model_name, model_args or {}))
         except (ValueError, TypeError) as err:  # unknown name or argument in a config: a user error
             raise AvtagError(f"bad model/front-end configuration: {err}") from None
@@ -138,21 +162,28 @@ class TaggingModule(L.LightningModule):
         completed = dict(model_args)
         if "num_classes" in accepted:
             completed.setdefault("num_classes", len(self.classes))
-        if "n_mels" in accepted:
+        if "n_mels" in accepted and self.frontend is not None:
             completed.setdefault("n_mels", self.frontend.n_mels)
         return completed
 
+    @property
+    def input_key(self) -> str:
+        """The batch entry the module consumes: ``"waveform"``, or ``"features"`` without a front-end."""
+        return "waveform" if self.frontend is not None else "features"
+
     # ------------------------------------------------------------------ compute
 
-    def forward(self, waveform: Tensor) -> TaggingOutput:
-        features = self.frontend(waveform)  # float32, autocast off inside
+    def forward(self, inputs: Tensor) -> TaggingOutput:
+        """``inputs``: waveforms (B, N), or features (B, T, F) when there is no front-end."""
+        features = self.frontend(inputs) if self.frontend is not None else inputs  # front-end: float32, autocast off inside
         output = self.model(features)
         if output.frame_probs is not None and output.frame_probs.shape[1] > 0:
-            output.frame_hop = self.frontend.hop_seconds * features.shape[1] / output.frame_probs.shape[1]
+            hop = self.frontend.hop_seconds if self.frontend is not None else self.feature_hop_seconds
+            output.frame_hop = hop * features.shape[1] / output.frame_probs.shape[1]
         return output
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        output = self(batch["waveform"])
+        output = self(batch[self.input_key])
         loss = self.model.loss(output, batch["target"])
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True, batch_size=len(batch["target"]))
         return loss
@@ -163,7 +194,7 @@ class TaggingModule(L.LightningModule):
         self.log("lr", float(optimizer.param_groups[0]["lr"]), on_step=False, on_epoch=True, sync_dist=True)
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        output = self(batch["waveform"])
+        output = self(batch[self.input_key])
         loss = self.model.loss(output, batch["target"])
         self.log("val_loss", loss, prog_bar=True, on_epoch=True, sync_dist=True, batch_size=len(batch["target"]))
         self._val_batches.append((batch["index"].detach(), output.clip_probs.detach().float(), batch["target"].detach()))
@@ -215,7 +246,7 @@ class TaggingModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         count = self.feature_statistics_clips
-        if count <= 0 or self.frontend.standardize:
+        if count <= 0 or self.frontend is None or self.frontend.standardize:
             return
         dataset = self.trainer.datamodule.datasets["train"]
         picks = np.unique(np.linspace(0, len(dataset) - 1, num=min(count, len(dataset))).round().astype(int))
@@ -225,11 +256,17 @@ class TaggingModule(L.LightningModule):
 
     def to_tagger(self) -> AudioTagger:
         """The trained front-end + model as an :class:`AudioTagger` (shares the modules)."""
+        if self.frontend is None:
+            raise AvtagError(
+                f"model {self.model.model_name!r} takes precomputed features, not waveforms: it has no AudioTagger"
+            )
         return AudioTagger(self.model, self.frontend, self.classes, self.thresholds, self._metadata())
 
     def _metadata(self) -> dict[str, Any]:
+        inputs = {"input": "features", "feature_hop_seconds": self.feature_hop_seconds} if self.frontend is None else {}
         return _plain(
             self.metadata
+            | inputs
             | {
                 "avtag_version": avtag.__version__,
                 "thresholds": "tuned on the validation set after this epoch (004 section 3.3)",
@@ -242,8 +279,10 @@ class TaggingModule(L.LightningModule):
             "model_name": self.model.model_name,
             "model_args": _plain(self.model.model_args),
             "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "frontend": self.frontend.config,
-            "frontend_state": {k: v.detach().cpu() for k, v in self.frontend.state_dict().items()},
+            "frontend": self.frontend.config if self.frontend is not None else None,
+            "frontend_state": (
+                {k: v.detach().cpu() for k, v in self.frontend.state_dict().items()} if self.frontend is not None else {}
+            ),
             "classes": list(self.classes),
             "thresholds": [float(t) for t in self.thresholds],
             "metadata": self._metadata()
@@ -257,7 +296,7 @@ class TaggingModule(L.LightningModule):
         package = checkpoint.get("avtag") or {}
         if "thresholds" in package:
             self.thresholds = [float(t) for t in package["thresholds"]]
-        if package.get("frontend", {}).get("standardize"):
+        if self.frontend is not None and (package.get("frontend") or {}).get("standardize"):
             self.frontend.standardize = True
 
 
@@ -286,9 +325,15 @@ class TrainCLI(LightningCLI):
     (004 §3.3) and ``last_checkpoint`` rewrites ``last.ckpt`` after every epoch, for
     ``--ckpt_path`` resumption (Lightning 2.6's ``save_last`` only writes when the best
     model changes).
+
+    With ``subclass_mode_data`` (as :func:`main` runs it) the config picks the data
+    module with ``data.class_path``; a ``data`` section without one configures
+    :class:`ClipDataModule`.
     """
 
     def add_arguments_to_parser(self, parser: Any) -> None:
+        if self.subclass_mode_data:
+            parser.set_defaults({"data": {"class_path": DEFAULT_DATA_MODULE}})
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
         parser.set_defaults(
@@ -314,7 +359,8 @@ def main(args: list[str] | None = None) -> None:
     """Entry point of ``python -m avtag.train {fit,validate,test} --config ...``."""
     TrainCLI(
         TaggingModule,
-        ClipDataModule,
+        L.LightningDataModule,
+        subclass_mode_data=True,  # data.class_path: ClipDataModule (default) or EmbeddingDataModule
         args=args,
         save_config_kwargs={"overwrite": True},
     )

@@ -11,6 +11,11 @@ Export format (a directory, see :meth:`AudioTagger.export`)::
 Loading accepts such a directory, a Lightning training checkpoint (``*.ckpt``, read
 with ``weights_only=True``; its ``"avtag"`` entry holds the same fields) or a
 ``torch.save``-d ``serialize()`` dict.
+
+A model trained on precomputed features (``"frontend": null``, e.g.
+``multilevel_embeddings`` on AudioSet embeddings) is no AudioTagger: :func:`read_checkpoint`
+reads it, :func:`export_checkpoint` exports it (same files, ``"frontend": null``) and
+``python -m avtag.evaluate --embeddings`` evaluates it.
 """
 
 from __future__ import annotations
@@ -98,15 +103,9 @@ class AudioTagger(nn.Module):
 
     def export(self, out_dir: str | Path) -> Path:
         """Write ``model.safetensors`` + ``config.json`` into ``out_dir``."""
-        from safetensors.torch import save_file
-
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        tensors |= {f"frontend.{k}": v.detach().cpu().contiguous() for k, v in self.frontend.state_dict().items()}
-        save_file(tensors, str(out / WEIGHTS_FILE))
-        (out / CONFIG_FILE).write_text(json.dumps(self.config(), indent=2) + "\n")
-        return out
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        tensors |= {f"frontend.{k}": v for k, v in self.frontend.state_dict().items()}
+        return write_export(out_dir, self.config(), tensors)
 
     @classmethod
     def from_config(cls, config: dict[str, Any], state: dict[str, Tensor] | None = None) -> AudioTagger:
@@ -125,35 +124,89 @@ class AudioTagger(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu") -> AudioTagger:
         """Load an export directory, a Lightning ``.ckpt`` or a ``serialize()`` file."""
-        path = Path(path)
-        if path.is_dir():
-            config_path, weights_path = path / CONFIG_FILE, path / WEIGHTS_FILE
-            if not config_path.is_file() or not weights_path.is_file():
-                raise CheckpointError(f"not an avtag export (needs {CONFIG_FILE} and {WEIGHTS_FILE})", path)
-            try:
-                config = json.loads(config_path.read_text())
-                from safetensors.torch import load_file
-
-                state = load_file(str(weights_path), device=str(map_location))
-            except Exception as err:  # noqa: BLE001
-                raise CheckpointError(f"unreadable export ({type(err).__name__}: {err})", path) from None
-            return cls.from_config(config, state)
-        if not path.is_file():
-            raise CheckpointError("no such checkpoint", path)
-        try:
-            package = torch.load(path, map_location=map_location, weights_only=True)
-        except Exception as err:  # noqa: BLE001
-            raise CheckpointError(f"not a readable checkpoint ({type(err).__name__})", path) from None
-        if isinstance(package, dict) and "avtag" in package:  # Lightning checkpoint
-            package = package["avtag"]
-        if not isinstance(package, dict) or "model_name" not in package:
-            raise CheckpointError("not an avtag checkpoint (no model_name)", path)
-        if "frontend" not in package:
+        config, state = read_checkpoint(path, map_location)
+        if "frontend" not in config:
             raise CheckpointError("checkpoint has no front-end configuration", path)
-        config = {k: v for k, v in package.items() if k not in ("state_dict", "frontend_state")}
-        state = {f"model.{k}": v for k, v in package["state_dict"].items()}
-        state |= {f"frontend.{k}": v for k, v in package.get("frontend_state", {}).items()}
+        if config["frontend"] is None:
+            raise CheckpointError(
+                f"model {config['model_name']!r} takes precomputed embeddings, not waveforms: "
+                "evaluate it with `avtag evaluate --embeddings STORE.h5`",
+                path,
+            )
         return cls.from_config(config, state)
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """The config (as in ``config.json``) and the ``model.*``/``frontend.*`` tensors of an
+    export directory, a Lightning ``.ckpt`` or a ``serialize()`` file (``weights_only``)."""
+    path = Path(path)
+    if path.is_dir():
+        config_path, weights_path = path / CONFIG_FILE, path / WEIGHTS_FILE
+        if not config_path.is_file() or not weights_path.is_file():
+            raise CheckpointError(f"not an avtag export (needs {CONFIG_FILE} and {WEIGHTS_FILE})", path)
+        try:
+            config = json.loads(config_path.read_text())
+            from safetensors.torch import load_file
+
+            state = load_file(str(weights_path), device=str(map_location))
+        except Exception as err:  # noqa: BLE001
+            raise CheckpointError(f"unreadable export ({type(err).__name__}: {err})", path) from None
+        return config, state
+    if not path.is_file():
+        raise CheckpointError("no such checkpoint", path)
+    try:
+        package = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001
+        raise CheckpointError(f"not a readable checkpoint ({type(err).__name__})", path) from None
+    if isinstance(package, dict) and "avtag" in package:  # Lightning checkpoint
+        package = package["avtag"]
+    if not isinstance(package, dict) or "model_name" not in package:
+        raise CheckpointError("not an avtag checkpoint (no model_name)", path)
+    config = {k: v for k, v in package.items() if k not in ("state_dict", "frontend_state")}
+    state = {f"model.{k}": v for k, v in package["state_dict"].items()}
+    state |= {f"frontend.{k}": v for k, v in package.get("frontend_state", {}).items()}
+    return config, state
+
+
+def export_checkpoint(source: str | Path, out_dir: str | Path) -> tuple[TaggingModel, dict[str, Any]]:
+    """Export any loadable checkpoint as ``model.safetensors`` + ``config.json``; returns the
+    rebuilt model and the written config. Feature-input models (``"frontend": null``)
+    are rebuilt with :func:`avtag.audio.models.base.from_pretrained` and keep
+    ``"frontend": null``."""
+    config, state = read_checkpoint(source)
+    if config.get("frontend", {}) is not None:
+        tagger = AudioTagger.from_pretrained(source)
+        tagger.export(out_dir)
+        return tagger.model, tagger.config()
+    from avtag.audio.models.base import from_pretrained
+
+    model_state = {k[6:]: v for k, v in strip_prefixes(state).items() if k.startswith("model.")}
+    try:
+        model = from_pretrained({"model_name": config["model_name"], "model_args": config["model_args"], "state_dict": model_state})
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"cannot rebuild the model ({type(err).__name__}: {err})", source) from None
+    config = {
+        "format": EXPORT_FORMAT,
+        "model_name": model.model_name,
+        "model_args": model.model_args,
+        "frontend": None,
+        "classes": list(config.get("classes") or []),
+        "thresholds": [float(t) for t in config.get("thresholds") or []],
+        "metadata": dict(config.get("metadata") or {}),
+    }
+    write_export(out_dir, config, {f"model.{k}": v for k, v in model.state_dict().items()})
+    return model, config
+
+
+def write_export(out_dir: str | Path, config: dict[str, Any], tensors: dict[str, Tensor]) -> Path:
+    """Write ``tensors`` to ``model.safetensors`` and ``config`` to ``config.json`` in ``out_dir``."""
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(out / WEIGHTS_FILE))
+    (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    return out
 
 
 def _to_cpu(out: TaggingOutput) -> TaggingOutput:

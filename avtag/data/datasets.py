@@ -45,7 +45,7 @@ from avtag.audio.features import LogMelFrontEnd, fit_length
 from avtag.audio.io import load_audio, resample
 from avtag.data.pack import PackReader
 from avtag.data.manifests import ClipRecord, read_manifest, resolve
-from avtag.errors import ManifestError
+from avtag.errors import AvtagError, ManifestError
 from avtag.events import event_names
 
 MAX_LISTED_MISSING = 3
@@ -249,6 +249,21 @@ class ClassBalancedSampler(DistributedSampler):
             positions[group] += 1
 
 
+def check_module_input(datamodule: L.LightningDataModule, module: Any) -> None:
+    """Refuse, before any step runs, a module that consumes another batch entry than
+    ``datamodule.input_key`` (a feature model fed waveforms, or the reverse)."""
+    wanted = getattr(module, "input_key", None)
+    yields = getattr(datamodule, "input_key", None)
+    if wanted is None or yields is None or wanted == yields:
+        return
+    kinds = {
+        "waveform": "waveforms (data module avtag.data.datasets.ClipDataModule)",
+        "features": "precomputed features (frontend: null; data module avtag.data.embeddings.EmbeddingDataModule)",
+    }
+    name = getattr(getattr(module, "model", None), "model_name", type(module).__name__)
+    raise AvtagError(f"model {name!r} takes {kinds.get(wanted, wanted)}, but {type(datamodule).__name__} yields {yields!r}")
+
+
 class ClipDataModule(L.LightningDataModule):
     """Train/validation/test manifests -> DataLoaders of waveform batches.
 
@@ -256,6 +271,8 @@ class ClipDataModule(L.LightningDataModule):
     LightningModule being trained (its class list and front-end), so a training config
     names them once, on the model.
     """
+
+    input_key = "waveform"  # the batch entry a TaggingModule consumes
 
     def __init__(
         self,
@@ -309,6 +326,7 @@ class ClipDataModule(L.LightningDataModule):
         return self.datasets[split]
 
     def setup(self, stage: str | None = None) -> None:
+        check_module_input(self, self.trainer.lightning_module if self.trainer is not None else None)
         self._resolve_from_module()
         if stage in ("fit", None):
             self._dataset("train", self.train_manifest)
@@ -351,4 +369,4 @@ class ClipDataModule(L.LightningDataModule):
         return self._loader(self.datasets["test"], shuffle=False)
 
 
-__all__ = ["ClassBalancedSampler", "ClipDataModule", "ClipDataset"]
+__all__ = ["ClassBalancedSampler", "ClipDataModule", "ClipDataset", "check_module_input"]
