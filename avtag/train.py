@@ -245,6 +245,8 @@ class TaggingModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": config}
 
     def on_fit_start(self) -> None:
+        if hasattr(self.model, "fit_class_weights"):  # e.g. M&mnet's eq. 11 weights, class_weights: auto
+            self.model.fit_class_weights(self.trainer.datamodule.datasets["train"].targets)
         count = self.feature_statistics_clips
         if count <= 0 or self.frontend is None or self.frontend.standardize:
             return

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 from sklearn.metrics import average_precision_score
@@ -245,3 +247,31 @@ def test_learns_the_weak_label_task(name, macro):
     model = build_model(name, macro=macro, **SMALL)
     before, after = train_and_score(model)
     assert after > 0.85 and after > before + 0.2
+
+
+def test_auto_class_weights_follow_eq_11_and_are_saved():
+    """class_weights="auto": eq. 11 weights from the training labels, kept in the state dict."""
+    targets = torch.tensor([[1, 0, 0, 0], [1, 1, 0, 0], [1, 0, 0, 1], [0, 0, 1, 0]], dtype=torch.float32)
+    model = MMNet(**(SMALL | {"class_weights": "auto"}))
+    torch.testing.assert_close(model.class_weights, torch.ones(4))
+    model.fit_class_weights(targets)
+    torch.testing.assert_close(model.class_weights, torch.tensor(class_loss_weights(targets)))
+    assert model.class_weights[2] > 1.0 > model.class_weights[0]  # rare class up, frequent class down
+    restored = from_pretrained(model.serialize())
+    torch.testing.assert_close(restored.class_weights, model.class_weights)
+    with pytest.raises(ValueError, match="class_weights"):
+        MMNet(**(SMALL | {"class_weights": "sometimes"}))
+
+
+def test_training_module_fits_auto_class_weights_at_fit_start():
+    from types import SimpleNamespace
+
+    from avtag.train import TaggingModule
+
+    module = TaggingModule(
+        model_name="mmnet", model_args=SMALL | {"class_weights": "auto"}, frontend="mmnet", classes=["a", "b", "c", "d"]
+    )
+    targets = np.array([[1, 0, 0, 0], [1, 1, 0, 0], [1, 0, 1, 0]], dtype=np.float32)
+    module._trainer = SimpleNamespace(datamodule=SimpleNamespace(datasets={"train": SimpleNamespace(targets=targets)}))
+    module.on_fit_start()
+    torch.testing.assert_close(module.model.class_weights, torch.tensor(class_loss_weights(targets)))

@@ -206,7 +206,10 @@ class MMNet(TaggingModel):
         micro_weight: lambda of eq. 8.
         ensemble: use EP (eq. 9) for ``clip_probs``; False = "without EP".
         ensemble_mu: mu of eq. 9.
-        class_weights: w_c of eq. 11 (see :func:`class_loss_weights`), or None.
+        class_weights: w_c of eq. 11 (see :func:`class_loss_weights`); ``"auto"`` to
+            compute them from the training labels when training starts (the training
+            loop calls :meth:`fit_class_weights`; the result is saved in the state
+            dict); or None for unweighted cross entropy.
     """
 
     default_frontend = "mmnet"
@@ -223,12 +226,14 @@ class MMNet(TaggingModel):
         micro_weight: float = 1.0,
         ensemble: bool = True,
         ensemble_mu: float = 0.5,
-        class_weights: list[float] | None = None,
+        class_weights: list[float] | str | None = None,
     ) -> None:
         super().__init__()
+        if isinstance(class_weights, str) and class_weights != "auto":
+            raise ValueError(f"class_weights must be a list, 'auto' or None, got {class_weights!r}")
         if macro not in MACRO_KINDS:
             raise ValueError(f"macro must be one of {MACRO_KINDS}, got {macro!r}")
-        if class_weights is not None and len(class_weights) != num_classes:
+        if isinstance(class_weights, list | tuple) and len(class_weights) != num_classes:
             raise ValueError(f"class_weights needs {num_classes} entries, got {len(class_weights)}")
         if not 0.0 <= ensemble_mu <= 1.0:
             raise ValueError("ensemble_mu must lie in [0, 1]")
@@ -237,11 +242,15 @@ class MMNet(TaggingModel):
         self.ensemble = ensemble
         self.ensemble_mu = ensemble_mu
         self.time_stride = 2 ** len(channels)
-        self.register_buffer(
-            "class_weights",
-            torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None,
-            persistent=False,
-        )
+        self.auto_class_weights = class_weights == "auto"
+        if self.auto_class_weights:  # filled by fit_class_weights; saved with the weights
+            self.register_buffer("class_weights", torch.ones(num_classes))
+        else:
+            self.register_buffer(
+                "class_weights",
+                torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None,
+                persistent=False,
+            )
 
         stage_type = ResidualStage if macro == "resnet" else ConvStage
         self.input_norm = nn.BatchNorm1d(n_mels)
@@ -322,6 +331,12 @@ class MMNet(TaggingModel):
                 "head_logits": heads,
             },
         )
+
+    def fit_class_weights(self, targets: Tensor | np.ndarray, beta: float = 0.3) -> None:
+        """Set the eq. 11 weights from the training label matrix (only with ``"auto"``)."""
+        if self.auto_class_weights:
+            weights = torch.tensor(class_loss_weights(targets, beta), dtype=torch.float32)
+            self.class_weights.copy_(weights.to(self.class_weights.device))
 
     def loss(self, output: TaggingOutput, targets: Tensor) -> Tensor:
         """002 eq. 8 (eq. 10 for MS), averaged over the batch:
