@@ -1,7 +1,7 @@
 """The README's library examples, run verbatim.
 
-``SNIPPETS`` holds the exact code shown in the README (sections "Library: avtag.audio",
-"avtag.video", "avtag.fusion", "avtag.run"). Each is written to a file and run with
+``SNIPPETS`` is read from README.md (the python block after each ``<!-- example: NAME -->``
+marker), so the README cannot drift from what is tested. Each is written to a file and run with
 ``runpy`` in a folder holding the files it names: ``crnn_export/`` (an untrained CRNN export),
 ``street.wav``, ``street.mp4`` (a real clip from ../shared) and ``validation_outputs.npz`` /
 ``test_outputs.npz`` (made-up branch outputs).
@@ -9,64 +9,31 @@
 
 from __future__ import annotations
 
+import re
 import runpy
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.conftest import shared_path
-from tests.test_run import export_tiny_crnn
+from conftest import shared_path
+from test_run import export_tiny_crnn
 
-SNIPPETS = {
-    "audio": '''\
-from avtag.audio.io import load_audio
-from avtag.audio.tagger import AudioTagger
+README = Path(__file__).resolve().parents[1] / "README.md"
 
-tagger = AudioTagger.from_pretrained("crnn_export")  # export dir, Lightning .ckpt or .pt
-waveform, sample_rate = load_audio("street.wav")      # wav/flac/mp3, or a video's sound track
-out = tagger.predict(waveform, sample_rate)           # padded/cropped to the 10 s clip length
-print(out.clip_probs.shape, out.frame_probs.shape, out.frame_hop)  # (1, 17) (1, 100, 17) 0.1
-for name, prob, on in zip(tagger.classes, out.clip_probs[0].tolist(), tagger.decide(out.clip_probs)[0]):
-    print(f"{name:32s} {prob:.3f} {'detected' if on else ''}")
-''',
-    "video": '''\
-from avtag.video.branch import VideoBranch, VideoBranchConfig
 
-branch = VideoBranch(VideoBranchConfig(fps=3.0))  # embedded EfficientNet-Lite0 + GloVe: offline
-prediction = branch.predict("street.mp4")          # DS3 key frames -> objects -> 17 events
-print(prediction.top_events(3))                    # [(event, probability), ...]
-for time, objects in zip(prediction.keyframe_times, prediction.keyframe_objects):
-    print(f"key frame at {time:.1f} s:", ", ".join(f"{name} {p:.2f}" for name, p in objects[:3]))
-''',
-    "fusion": '''\
-import numpy as np
-from avtag.fusion import FusionModel, fit_fusion
+def readme_snippets() -> dict[str, str]:
+    """The python block after each ``<!-- example: NAME -->`` marker of the README."""
+    found = re.findall(r"<!-- example: (\w+) -->\n```python\n(.*?)```", README.read_text(), re.S)
+    return dict(found)
 
-val = np.load("validation_outputs.npz")  # "audio", "video": (clips, 17) probabilities; "labels": 0/1
-fusion = fit_fusion(val["audio"], val["video"], val["labels"], split="validation",
-                    clip_ids=val["ids"].tolist(), method="search")  # or method="rule" (0.8/0.2)
-print(fusion.validation["micro_f1"])     # audio, video and fused micro-F1 on validation
-fusion.save("fusion.json")
 
-fusion = FusionModel.load("fusion.json")
-test = np.load("test_outputs.npz")
-fusion.check_reportable("test", test["ids"].tolist())  # refuses the split it was tuned on
-fused = fusion.fuse(test["audio"], test["video"])      # w_c * audio_c + (1 - w_c) * video_c
-decisions = fusion.decide(test["audio"], test["video"])
-print(fused.shape, decisions.sum(axis=0))
-''',
-    "run": '''\
-from avtag.run import analyse, format_table, load_audio_tagger
-from avtag.report import write_report
+SNIPPETS = readme_snippets()
 
-result = analyse("street.mp4", audio_tagger=load_audio_tagger("crnn_export"),
-                 with_spectrogram=True, keep_images=True)
-print(format_table(result))       # the table `python -m avtag.run` prints
-print(result.detected_events, result.time_ranges)
-write_report(result, "street.html")  # or "street.png"
-''',
-}
+
+def test_readme_has_every_example():
+    assert set(SNIPPETS) == {"models", "audio", "video", "fusion", "run"}
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +83,9 @@ def test_run_example(workdir, monkeypatch, capsys):
     out = run_snippet("run", workdir, monkeypatch, capsys)
     assert "street.mp4: audio+video" in out
     assert (workdir / "street.html").read_text().startswith("<!DOCTYPE html>")
+
+
+def test_models_example(workdir, monkeypatch, capsys):
+    out = run_snippet("models", workdir, monkeypatch, capsys)
+    for name in ("crnn", "multilevel", "sca", "mmnet", "mmnet_ms", "glat", "cnn10", "multilevel_embeddings"):
+        assert f"'{name}'" in out
