@@ -8,9 +8,11 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from conftest import shared_path
 
 from avtag.errors import CheckpointError
 from avtag.video.keyframes import (
+    MIN_ITERATIONS,
     AlexNetConv5,
     ds3_admm,
     ds3_cvxpy,
@@ -127,6 +129,54 @@ def test_batched_admm_with_padding_equals_single_solves():
         assert selection.info["objective"] == pytest.approx(single.info["objective"], rel=1e-3)
 
 
+def test_identity_is_never_returned_uniterated_nor_ranked_by_index():
+    """With λ below every distance the identity is optimal: ADMM still iterates MIN_ITERATIONS
+    times, and tied row sums give the greedy encoding-cost frames, not frames 0..k-1."""
+    x, scene = clustered_features([5, 12, 20, 9], seed=7)
+    D = normalise_dissimilarities(pairwise_distances(torch.tensor(x)))
+    off_diagonal = D[~torch.eye(len(x), dtype=torch.bool)]
+    solution = ds3_admm(D, lam=0.5 * float(off_diagonal.min()))
+    assert solution.iterations >= MIN_ITERATIONS
+    assert torch.allclose(solution.Z, torch.eye(len(x), dtype=D.dtype), atol=1e-4)
+    keys, _ = ds3_representatives(solution.Z, D, 4)
+    assert sorted(keys.tolist()) != [0, 1, 2, 3]
+    assert sorted(scene[keys].tolist()) == [0, 1, 2, 3]
+
+
+@pytest.fixture(scope="module")
+def real_clip_features():
+    """Recognizer features (the video branch's: EfficientNet-Lite0 pooled, 3 fps) of two real
+    clips on which the old defaults returned the identity (key frames 0..3)."""
+    from avtag.video.decode import decode_video
+    from avtag.video.recognize import load_recognizer
+
+    paths = [shared_path("data", "videos", name) for name in ("seoul.mp4", "v_ZNVhz7ctTq0.mp4")]
+    recognizer = load_recognizer("efficientnet_lite0")
+    features = {}
+    for path in paths:
+        video = decode_video(path, fps=3.0, max_side=640, with_audio=False)
+        features[path.name] = torch.as_tensor(recognizer(video.frames).features)
+    return features
+
+
+@pytest.mark.parametrize("q", ["inf", 2])
+def test_real_clips_admm_matches_cvxpy_and_finds_scenes(real_clip_features, q):
+    for name, features in real_clip_features.items():
+        D = normalise_dissimilarities(pairwise_distances(features))
+        reference = ds3_cvxpy(D.double(), q=q)
+        fast = ds3_admm(D, q=q)
+        assert fast.converged and fast.iterations >= MIN_ITERATIONS, name
+        assert float(fast.objective) == pytest.approx(float(reference.objective), rel=0.01), name
+        ref_keys, _ = ds3_representatives(reference.Z, D, 4)
+        fast_keys, _ = ds3_representatives(fast.Z, D, 4)
+        assert sorted(fast_keys.tolist()) == sorted(ref_keys.tolist()), name
+        # not the identity: some frame represents several others, and the keys are not 0..3
+        assert float(fast.Z.sum(1).max()) > 2.0, name
+        assert sorted(fast_keys.tolist()) != [0, 1, 2, 3], name
+        selection = select_keyframes(features, q=q)
+        assert sorted(selection.indices.tolist()) == sorted(fast_keys.tolist()), name
+
+
 # ----------------------------------------------------------------------------- 004's motivation
 
 
@@ -138,7 +188,9 @@ def test_ds3_covers_scenes_and_ignores_outliers_unlike_kmeans():
     ds3_scenes, ds3_outliers, km_scenes, km_outliers = [], [], [], []
     for seed in range(3):
         x, scene = clustered_features([70, 40, 20, 12], seed=seed, outliers=4)
-        ds3 = select_keyframes(torch.tensor(x, dtype=torch.float32), k=4)
+        # α below the default: these flash frames sit 6x farther away than the scenes do, which
+        # inflates λ_max (hence λ = α·λ_max) about sixfold (see the module doc's choices)
+        ds3 = select_keyframes(torch.tensor(x, dtype=torch.float32), k=4, alpha=0.02)
         km = KMeans(n_clusters=4, n_init=10, random_state=seed).fit(x)
         nearest = [int(np.argmin(((x - c) ** 2).sum(1))) for c in km.cluster_centers_]
         for keys, scenes, outliers in ((ds3.indices, ds3_scenes, ds3_outliers),

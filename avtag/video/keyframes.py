@@ -32,6 +32,8 @@ ADMM (the splitting of DS3 §5, in scaled form): with Z = C,
     U ← U + Z − C
 stopping when the primal residual ||Z − C||_F and the dual residual μ||C − C_prev||_F are below
 ``√(n²)·tol_abs + tol_rel·(scale)`` (Boyd et al. 2011, §3.3), checked every 10 iterations.
+Both thresholds (ℓ1-ball and simplex) are found without sorting, by Newton steps warm-started
+from the previous iteration's thresholds.
 
 Choices where the paper is silent:
   - D is divided by its largest entry before solving (as DS3's code does); Z is unchanged by
@@ -40,18 +42,29 @@ Choices where the paper is silent:
     facility location, whose optimum is usually integral, so row sums are frame counts and
     the top-k ranking is unambiguous; with q = 2 near-duplicate frames share their mass and
     the ranking depends on solver tolerance. q = 2 remains available.
-  - α = 0.02 by default: small enough that a clip keeps more than 4 non-zero rows (004 then
-    ranks them by row sum) even when a few far-away outlier frames inflate λ_max (λ_max grows
-    with the largest distances), while isolated outliers (flashes, one-frame cuts) represent
-    only themselves and get row sums of 1, far below a scene's.
-  - ADMM: μ starts at 0.03 (on D scaled to [0, 1]; the value residual balancing settles near
-    on video clips) and is adapted by residual balancing (×2 / ÷2
-    when one residual exceeds 10× the other, Boyd et al. §3.4.1); C starts at the identity
-    (every frame represents itself, a feasible point); tol_abs = 1e-5, tol_rel = 1e-4,
-    at most 2000 iterations.  The returned Z is the feasible iterate C.
-  - Fewer than k rows with a sum ≥ 0.01 (λ too large for the clip): the missing key frames
-    are added greedily, each time the frame that most lowers Σ_j min_{i∈S} d_ij (the
-    encoding cost of DS3's objective); ties go to the earlier frame.
+  - α = 0.2 for q = ∞ and 0.3 for q = 2 by default (:data:`DEFAULT_ALPHAS`), chosen on the
+    real clips of ``../shared/data/videos`` with the video branch's features (EfficientNet-Lite0
+    pooled, 3 fps and 24 fps). With the earlier α = 0.02, λ was below the smallest distance
+    between two frames on most clips, so the identity (every frame represents itself) was
+    the exact optimum and "the top rows" were arbitrary ties. At α = 0.2 (q = ∞) DS3 keeps
+    2–4 representatives with real clusters on every clip at both frame rates, and e.g. on
+    car-detection.mp4 the key frames include frames with cars as well as the empty road.
+    Caveat: λ_max grows with the farthest frame, so a clip with extreme outlier frames
+    (far beyond its scene distances) gets a large λ and few representatives; pass a smaller
+    ``alpha`` for such material.
+  - Ranking (004: "the top few rows with the largest sums"): only rows whose sum exceeds
+    1 + SUPPORT_THRESHOLD (frames that represent more than themselves) are ranked by sum; the
+    remaining key frames are added greedily, each time the frame that most lowers
+    Σ_j min_{i∈S} d_ij (the encoding cost of DS3's objective); ties go to the earlier frame.
+    So a Z with tied sums never yields "frames 0..k−1", and lone outliers are not preferred.
+  - ADMM: C starts at the λ ≥ λ_max solution (every frame represented by the medoid, as in
+    DS3's code); μ starts at 0.1 (on D scaled to [0, 1]) and is adapted by residual balancing
+    (×2 / ÷2 when one residual exceeds 10× the other, Boyd et al. §3.4.1); no
+    over-relaxation by default (1.6 needed more iterations on video clips); tol_abs = 1e-6,
+    tol_rel = 1e-5 (looser tolerances stop on fractional plateaus whose objective is already
+    within 0.1 % but whose row sums rank the wrong frames); at least MIN_ITERATIONS = 50 and at
+    most 2000 iterations. In a batch each clip stops on its own residuals and leaves the
+    batch. The returned Z is the feasible iterate C.
   - AlexNet "conv5" = output of the fifth convolution after its ReLU and before the last
     max-pool (torchvision's ``features[:12]``, 256×13×13 at 224×224 input); whole frames are
     resized to 224×224 (no crop, so the borders count) and normalised with ImageNet statistics.
@@ -74,10 +87,15 @@ from torch import Tensor, nn
 from avtag.errors import CheckpointError
 
 SUPPORT_THRESHOLD = 1e-2  # a row whose sum is below this represents (almost) nothing
-DEFAULT_ALPHA = 0.02
-DEFAULT_Q: "Norm" = "inf"
-DEFAULT_K = 4
 Norm = Literal[2, "inf"]
+DEFAULT_Q: Norm = "inf"
+DEFAULT_ALPHAS: dict[str, float] = {"inf": 0.2, "2": 0.3}  # λ = α·λ_max, per q (module doc)
+DEFAULT_K = 4
+
+
+def default_alpha(q: Norm = DEFAULT_Q) -> float:
+    """The default α (λ = α·λ_max) for the row norm q (see "Choices" in the module doc)."""
+    return DEFAULT_ALPHAS["inf" if _q_is_inf(q) else "2"]
 
 
 # --------------------------------------------------------------------------- features
@@ -229,66 +247,74 @@ def ds3_objective(Z: Tensor, D: Tensor, lam: Tensor | float, q: Norm = 2) -> Ten
     return lam * norms.sum(-1) + (Z * D).sum((-2, -1))
 
 
-def _sort_descending(x: Tensor, dim: int) -> Tensor:
-    """Values of x sorted in descending order along ``dim``.
+def _threshold_for_sum(V: Tensor, target: Tensor | float, dim: int, lower: Tensor,
+                       start: Tensor | None = None) -> Tensor:
+    """θ with Σ_dim max(V − θ, 0) = target, by Newton's method (no sort).
 
-    On CPU this goes through NumPy: for the small rows here (a few hundred entries) torch's
-    CPU sort is one to two orders of magnitude slower and would dominate every ADMM step.
+    f(θ) = Σ max(v − θ, 0) − target is convex, decreasing and piecewise linear, so a Newton step
+    θ ← θ + f(θ) / #{v > θ} from any θ with some v > θ lands at or below the root, and steps from
+    below rise monotonically, stopping exactly once the set {v > θ} stops shrinking (Michelot
+    1986; Condat 2016, "Fast projection onto the simplex and the ℓ1 ball"). ``lower`` is a
+    bound below the root (``max(v) − target``); ``start`` a warm start (the previous ADMM
+    iteration's θ), from which one to three steps usually suffice.
     """
-    if x.device.type == "cpu" and not x.requires_grad:
-        # NumPy sorts contiguous rows fastest; np.sort returns a copy (x is left untouched)
-        last = np.sort(np.ascontiguousarray(np.moveaxis(x.numpy(), dim, -1)), axis=-1)
-        return torch.from_numpy(np.moveaxis(last[..., ::-1].copy(), -1, dim))
-    return x.sort(dim=dim, descending=True).values
+    theta = lower
+    if start is not None:
+        excess = (V - start).clamp_min_(0.0)
+        count = (excess > 0).sum(dim, keepdim=True)
+        stepped = start + (excess.sum(dim, keepdim=True) - target) / count.clamp_min(1)
+        theta = torch.where(count > 0, stepped, lower)
+    count = None
+    for _ in range(V.shape[dim] + 1):
+        excess = (V - theta).clamp_min_(0.0)
+        new_count = (excess > 0).sum(dim, keepdim=True)
+        theta = theta + (excess.sum(dim, keepdim=True) - target) / new_count.clamp_min(1)
+        if count is not None and bool((new_count >= count).all()):
+            break  # no set shrank (rounding may grow one by an entry): θ is the root
+        count = new_count
+    return theta
+
+
+def _project_columns(V: Tensor, row_mask: Tensor | None, start: Tensor | None
+                     ) -> tuple[Tensor, Tensor]:
+    if row_mask is not None:
+        V = V.masked_fill(~row_mask.unsqueeze(-1), -math.inf)
+    theta = _threshold_for_sum(V, 1.0, -2, V.amax(-2, keepdim=True) - 1.0, start)
+    return (V - theta).clamp_min_(0.0), theta
 
 
 def project_columns_to_simplex(V: Tensor, row_mask: Tensor | None = None) -> Tensor:
     """Euclidean projection of every column of V (…, n, m) onto {z ≥ 0, Σ_i z_i = 1}.
 
     ``row_mask`` (…, n) marks the rows that may carry mass (padding rows stay at zero).
-    Sort-based algorithm (Held et al. 1974; Duchi et al. 2008): with u the column sorted in
-    descending order, ρ = max{j : u_j − (Σ_{r≤j} u_r − 1)/j > 0}, θ = (Σ_{r≤ρ} u_r − 1)/ρ,
-    z = max(v − θ, 0).
+    z = max(v − θ, 0) with θ the root of Σ_i max(v_i − θ, 0) = 1 (Held et al. 1974), found
+    sort-free by :func:`_threshold_for_sum`.
     """
-    n = V.shape[-2]
-    if row_mask is not None:
-        V = V.masked_fill(~row_mask.unsqueeze(-1), -math.inf)
-    sorted_v = _sort_descending(V, -2)
-    ranks = torch.arange(1, n + 1, device=V.device, dtype=V.dtype).view(n, 1)
-    if row_mask is not None:  # padding sorts last; keep it out of the sums
-        in_range = ranks <= row_mask.sum(-1).view(*row_mask.shape[:-1], 1, 1)
-        sorted_v = sorted_v.masked_fill(~in_range, 0.0)
-        active = (sorted_v * ranks > sorted_v.cumsum(-2) - 1.0) & in_range
-        shifted_sums = sorted_v.cumsum(-2) - 1.0
-    else:
-        shifted_sums = sorted_v.cumsum(-2) - 1.0
-        active = sorted_v * ranks > shifted_sums
-    count = active.sum(-2, keepdim=True).clamp_min(1)
-    theta = shifted_sums.gather(-2, count - 1) / count.to(V.dtype)
-    out = (V - theta).clamp_min(0.0)
-    return out if row_mask is None else out.masked_fill(~row_mask.unsqueeze(-1), 0.0)
+    return _project_columns(V, row_mask, None)[0]
+
+
+def _prox_rows(V: Tensor, tau: Tensor, q: Norm, start: Tensor | None
+               ) -> tuple[Tensor, Tensor | None]:
+    if not _q_is_inf(q):
+        norms = V.norm(dim=-1, keepdim=True)
+        return V * (1.0 - tau / norms.clamp_min(1e-30)).clamp_min(0.0), None
+    tau = torch.as_tensor(tau, dtype=V.dtype, device=V.device)
+    magnitude = V.abs()
+    lower = (magnitude.amax(-1, keepdim=True) - tau).clamp_min(0.0)
+    theta = _threshold_for_sum(magnitude, tau, -1, lower, start).clamp_min(0.0)
+    inside_ball = magnitude.sum(-1, keepdim=True) <= tau
+    return V.clamp(-theta, theta).masked_fill_(inside_ball, 0.0), theta
 
 
 def prox_row_norms(V: Tensor, tau: Tensor, q: Norm = 2) -> Tensor:
     """prox of τ Σ_i ||v_i||_q over the rows of V (…, n, m); τ broadcastable to (…, 1, 1).
 
     q = 2: group soft threshold v_i · max(0, 1 − τ/||v_i||₂).
-    q = ∞: Moreau, v_i − Π_{||·||₁ ≤ τ}(v_i) = sign(v_i) · min(|v_i|, θ_i), where θ_i is the
-    sort-based ℓ1-ball projection's threshold (the prox is 0 when ||v_i||₁ ≤ τ).
+    q = ∞: Moreau, v_i − Π_{||·||₁ ≤ τ}(v_i) = sign(v_i) · min(|v_i|, θ_i), where θ_i ≥ 0 solves
+    Σ_j max(|v_ij| − θ_i, 0) = τ (the ℓ1-ball projection's threshold); the prox is 0 when
+    ||v_i||₁ ≤ τ.
     """
-    if not _q_is_inf(q):
-        norms = V.norm(dim=-1, keepdim=True)
-        return V * (1.0 - tau / norms.clamp_min(1e-30)).clamp_min(0.0)
-    m = V.shape[-1]
-    magnitude = V.abs()
-    sorted_mag = _sort_descending(magnitude, -1)
-    ranks = torch.arange(1, m + 1, device=V.device, dtype=V.dtype)
-    excess = sorted_mag.cumsum(-1) - tau  # Σ_{r≤k} u_r − τ
-    count = (sorted_mag * ranks > excess).sum(-1, keepdim=True).clamp_min(1)
-    theta = (excess.gather(-1, count - 1) / count.to(V.dtype)).clamp_min(0.0)
-    inside_ball = excess[..., -1:] <= 0
-    clipped = torch.sign(V) * torch.minimum(magnitude, theta)
-    return clipped.masked_fill(inside_ball, 0.0)
+    return _prox_rows(V, tau, q, None)[0]
 
 
 # --------------------------------------------------------------------------- DS3 solvers
@@ -318,97 +344,127 @@ def normalise_dissimilarities(D: Tensor, mask: Tensor | None = None) -> Tensor:
 
 
 SMALL_PROBLEM = 1 << 22  # entries of Z below which CPU ADMM runs on one thread
+MIN_ITERATIONS = 50  # ADMM never stops earlier, whatever the residuals say (see module doc)
 
 
 def ds3_admm(
     D: Tensor,
     lam: Tensor | float | None = None,
     q: Norm = DEFAULT_Q,
-    alpha: float = DEFAULT_ALPHA,
+    alpha: float | None = None,
     mask: Tensor | None = None,
-    mu: float = 0.03,
+    mu: float = 0.1,
+    relaxation: float = 1.0,
     max_iter: int = 2000,
-    tol_abs: float = 1e-5,
-    tol_rel: float = 1e-4,
+    min_iter: int = MIN_ITERATIONS,
+    tol_abs: float = 1e-6,
+    tol_rel: float = 1e-5,
     check_every: int = 10,
 ) -> DS3Solution:
     """Solve DS3 for D (n, n) or a batch (B, n, n) by ADMM on D's device (see module doc).
 
-    ``lam`` defaults to ``alpha · ds3_lambda_max(D)`` per matrix; ``mask`` (B, n) marks the
-    valid frames of clips padded to a common n. D is used as given (normalise it first with
-    :func:`normalise_dissimilarities` for the documented ADMM settings to apply).
+    ``lam`` defaults to ``alpha · ds3_lambda_max(D)`` per matrix (``alpha`` None: the default
+    for ``q``); ``mask`` (B, n) marks the valid frames of clips padded to a common n. D is used
+    as given (normalise it first with :func:`normalise_dissimilarities` for the documented
+    ADMM settings to apply). In a batch, each clip stops on its own residuals.
     """
     D = torch.as_tensor(D)
+    args = (D, lam, q, default_alpha(q) if alpha is None else alpha, mask, mu, relaxation,
+            max_iter, max(1, min(min_iter, max_iter)), tol_abs, tol_rel, check_every)
     if D.device.type != "cpu" or D.numel() > SMALL_PROBLEM or torch.get_num_threads() == 1:
-        return _ds3_admm(D, lam, q, alpha, mask, mu, max_iter, tol_abs, tol_rel, check_every)
+        return _ds3_admm(*args)
     # Each step is a few dozen ops on ~1e5 numbers: thread hand-offs cost more than they save.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _ds3_admm(D, lam, q, alpha, mask, mu, max_iter, tol_abs, tol_rel, check_every)
+        return _ds3_admm(*args)
     finally:
         torch.set_num_threads(threads)
 
 
-def _ds3_admm(D, lam, q, alpha, mask, mu, max_iter, tol_abs, tol_rel, check_every) -> DS3Solution:
+def _ds3_admm(D, lam, q, alpha, mask, mu, relaxation, max_iter, min_iter, tol_abs, tol_rel,
+              check_every) -> DS3Solution:
     batched = D.ndim == 3
-    D = torch.as_tensor(D)
     if not D.is_floating_point():
         D = D.float()
     D = D if batched else D.unsqueeze(0)
     if mask is not None and mask.ndim == 1:
         mask = mask.unsqueeze(0)
     B, n, _ = D.shape
+    device, dtype = D.device, D.dtype
     if lam is None:
-        lam_t = alpha * ds3_lambda_max(D, q, mask)
+        lam_all = alpha * ds3_lambda_max(D, q, mask)
     else:
-        lam_t = torch.as_tensor(lam, dtype=D.dtype, device=D.device).expand(B).clone()
-    pair = None if mask is None else (mask.unsqueeze(-1) & mask.unsqueeze(-2))
-    Dm = D if pair is None else D.masked_fill(~pair, 0.0)
+        lam_all = torch.as_tensor(lam, dtype=dtype, device=device).expand(B).clone()
+    valid = torch.ones(B, n, dtype=torch.bool, device=device) if mask is None else mask
+    pair = valid.unsqueeze(-1) & valid.unsqueeze(-2)
+    D_all = D if mask is None else D.masked_fill(~pair, 0.0)
 
-    mu_t = torch.full((B, 1, 1), float(mu), dtype=D.dtype, device=D.device)
-    C = torch.eye(n, dtype=D.dtype, device=D.device).expand(B, n, n).clone()
-    if pair is not None:
-        C = C.masked_fill(~pair, 0.0)
+    # Start where DS3's λ ≥ λ_max solution is: every valid frame represented by the medoid.
+    medoid = D_all.sum(-1).masked_fill(~valid, math.inf).argmin(-1)
+    C = torch.zeros_like(D_all)
+    C[torch.arange(B, device=device), medoid] = valid.to(dtype)
     U = torch.zeros_like(C)
-    size = float(n)  # √(n²)
-    converged = torch.zeros(B, dtype=torch.bool, device=D.device)
-    iteration = 0
+
+    # Clips still iterating (a batch shrinks as clips converge) and the final answers.
+    active = torch.arange(B, device=device)
+    Dm, lam_t, row_mask = D_all, lam_all.view(B, 1, 1), mask
+    mu_t = torch.full((B, 1, 1), float(mu), dtype=dtype, device=device)
+    Z_out, mu_out = torch.empty_like(C), torch.empty(B, dtype=dtype, device=device)
+    iterations = torch.full((B,), max_iter, dtype=torch.long, device=device)
+    converged = torch.zeros(B, dtype=torch.bool, device=device)
+    eps_size = float(n) * tol_abs  # √(n²)·tol_abs
+    row_theta = column_theta = None  # warm starts of the two thresholds
     for iteration in range(1, max_iter + 1):
-        Z = prox_row_norms(C - U, (lam_t.view(B, 1, 1) / mu_t), q)
+        Z, row_theta = _prox_rows(C - U, lam_t / mu_t, q, row_theta)
         C_prev = C
-        C = project_columns_to_simplex(Z + U - Dm / mu_t, mask)
-        if pair is not None:
-            C = C.masked_fill(~pair, 0.0)
-        U = U + Z - C
-        if iteration % check_every == 0 or iteration == max_iter:
-            primal = (Z - C).flatten(1).norm(dim=1)
-            dual = mu_t.view(B) * (C - C_prev).flatten(1).norm(dim=1)
-            eps_primal = size * tol_abs + tol_rel * torch.maximum(
-                Z.flatten(1).norm(dim=1), C.flatten(1).norm(dim=1))
-            eps_dual = size * tol_abs + tol_rel * mu_t.view(B) * U.flatten(1).norm(dim=1)
-            converged = (primal <= eps_primal) & (dual <= eps_dual)
-            if bool(converged.all()):
+        Z_relaxed = relaxation * Z + (1.0 - relaxation) * C_prev  # Boyd et al. §3.4.3
+        C, column_theta = _project_columns(Z_relaxed + U - Dm / mu_t, row_mask, column_theta)
+        U = U + Z_relaxed - C
+        if iteration % check_every and iteration != max_iter:
+            continue
+        primal = (Z - C).flatten(1).norm(dim=1)
+        dual = mu_t.view(-1) * (C - C_prev).flatten(1).norm(dim=1)
+        eps_primal = eps_size + tol_rel * torch.maximum(Z.flatten(1).norm(dim=1),
+                                                        C.flatten(1).norm(dim=1))
+        eps_dual = eps_size + tol_rel * mu_t.view(-1) * U.flatten(1).norm(dim=1)
+        done = (primal <= eps_primal) & (dual <= eps_dual)
+        converged[active] = done
+        if iteration < min_iter:
+            done = torch.zeros_like(done)
+        if iteration == max_iter:
+            done = torch.ones_like(done)
+        if bool(done.any()):
+            finished = active[done]
+            Z_out[finished], mu_out[finished] = C[done], mu_t.view(-1)[done]
+            iterations[finished] = iteration
+            keep = ~done
+            if not bool(keep.any()):
                 break
-            # residual balancing (Boyd et al. §3.4.1); U is scaled, so it is rescaled with μ
-            grow = (primal > 10 * dual).view(B, 1, 1)
-            shrink = (dual > 10 * primal).view(B, 1, 1)
-            factor = torch.where(grow, 2.0, torch.where(shrink, 0.5, 1.0)).to(D.dtype)
-            mu_t = mu_t * factor
-            U = U / factor
-    objective = ds3_objective(C, Dm, lam_t, q)
+            active, C, U, Dm, lam_t = active[keep], C[keep], U[keep], Dm[keep], lam_t[keep]
+            mu_t, primal, dual = mu_t[keep], primal[keep], dual[keep]
+            column_theta = column_theta[keep]
+            row_theta = None if row_theta is None else row_theta[keep]
+            row_mask = None if row_mask is None else row_mask[keep]
+        # residual balancing (Boyd et al. §3.4.1); U is scaled, so it is rescaled with μ
+        grow = (primal > 10 * dual).view(-1, 1, 1)
+        shrink = (dual > 10 * primal).view(-1, 1, 1)
+        factor = torch.where(grow, 2.0, torch.where(shrink, 0.5, 1.0)).to(dtype)
+        mu_t = mu_t * factor
+        U = U / factor
+    objective = ds3_objective(Z_out, D_all, lam_all, q)
     if not batched:
-        return DS3Solution(C[0], objective[0], lam_t[0], iteration, bool(converged[0]), "admm",
-                           {"mu": float(mu_t[0])})
-    return DS3Solution(C, objective, lam_t, iteration, converged, "admm",
-                       {"mu": mu_t.view(B).tolist()})
+        return DS3Solution(Z_out[0], objective[0], lam_all[0], int(iterations[0]),
+                           bool(converged[0]), "admm", {"mu": float(mu_out[0])})
+    return DS3Solution(Z_out, objective, lam_all, int(iterations.max()), converged, "admm",
+                       {"mu": mu_out.tolist(), "iterations": iterations.tolist()})
 
 
 def ds3_cvxpy(
     D: np.ndarray | Tensor,
     lam: float | None = None,
     q: Norm = DEFAULT_Q,
-    alpha: float = DEFAULT_ALPHA,
+    alpha: float | None = None,
     solver: str | None = None,
 ) -> DS3Solution:
     """Reference DS3 solution with cvxpy (one (n, n) matrix). Solver: CLARABEL, ECOS or SCS,
@@ -418,6 +474,8 @@ def ds3_cvxpy(
     D_t = torch.as_tensor(D, dtype=torch.float64)
     if D_t.ndim != 2 or D_t.shape[0] != D_t.shape[1]:
         raise ValueError(f"ds3_cvxpy takes one square matrix, got {tuple(D_t.shape)}")
+    if alpha is None:
+        alpha = default_alpha(q)
     lam_value = float(alpha * ds3_lambda_max(D_t, q)) if lam is None else float(lam)
     if solver is None:
         installed = cp.installed_solvers()
@@ -445,13 +503,15 @@ def ds3_cvxpy(
 def ds3_representatives(Z: Tensor, D: Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The k rows of Z with the largest sums (004 §2.2.1) and those sums, in rank order.
 
-    When fewer than k rows carry mass, the rest are added greedily by encoding cost (module doc).
+    Only rows that represent more than themselves (sum > 1 + SUPPORT_THRESHOLD) are ranked by
+    their sums; when there are fewer than k of them, the rest are added greedily by encoding
+    cost (module doc), so a Z with tied sums (e.g. the identity) never yields "the first k".
     """
     sums = torch.as_tensor(Z).sum(-1).double().cpu().numpy()
     n = len(sums)
     k = min(k, n)
     order = np.argsort(-sums, kind="stable")
-    chosen = [int(i) for i in order[:k] if sums[i] >= SUPPORT_THRESHOLD]
+    chosen = [int(i) for i in order[:k] if sums[i] > 1.0 + SUPPORT_THRESHOLD]
     if len(chosen) < k:
         dist = torch.as_tensor(D).double().cpu().numpy()
         best = dist[chosen].min(0) if chosen else np.full(n, np.inf)
@@ -560,7 +620,7 @@ def select_keyframes(
     method: Literal["ds3", "uniform", "kmedoids"] = "ds3",
     solver: Literal["admm", "cvxpy"] = "admm",
     q: Norm = DEFAULT_Q,
-    alpha: float = DEFAULT_ALPHA,
+    alpha: float | None = None,
     seed: int = 0,
 ) -> KeyframeSelection:
     """Pick k key frames of one clip from per-frame features (or frames + an extractor).
@@ -612,7 +672,7 @@ def select_keyframes_batch(
     features: Sequence[np.ndarray | Tensor],
     k: int = DEFAULT_K,
     q: Norm = DEFAULT_Q,
-    alpha: float = DEFAULT_ALPHA,
+    alpha: float | None = None,
 ) -> list[KeyframeSelection]:
     """DS3 key frames for several clips at once: one batched ADMM solve over clips padded to
     a common length (masks keep padding out), on the device of the features."""
