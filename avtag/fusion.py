@@ -22,6 +22,18 @@ which models produced its inputs) is saved as one JSON file. Thresholds are neve
 the data being reported: :func:`fit_fusion` takes the validation data and records its
 split and clip ids; :meth:`FusionModel.check_reportable` refuses a split it was tuned on.
 
+Tuning workflow (command line)::
+
+    python scripts/eval_dcase17.py --manifest validation.jsonl --out runs/eval_val --audio-checkpoint ...
+    python -m avtag.fusion fit --eval-dir runs/eval_val --out fusion.json [--method search|rule] [--seed 0]
+    python scripts/eval_dcase17.py --manifest test.jsonl --out runs/eval_test ... --fusion fusion.json
+
+``fit`` reads the run's ``probabilities_audio.csv`` / ``probabilities_video.csv``, the labels
+of its manifest (``--manifest``, default: the one recorded in ``run_info.json``) and the
+models of ``run_info.json`` (audio weights fingerprint, video configuration), which become
+the fusion file's ``sources``; the evaluation script refuses to report on the tuning split
+or clips and warns when it runs other models than those.
+
 Choices where the paper is silent:
 
 * "Per-class F1" in the 0.8/0.2 rule is each branch's F1 on the class at that branch's own
@@ -41,6 +53,10 @@ Choices where the paper is silent:
   weights between the two branches' own thresholds, ``t_c = w_c t_audio_c + (1 - w_c)
   t_video_c``. When only one branch ran, the fused output is that branch's probabilities
   and thresholds.
+* ``fit`` names the tuning split after the clips' ``split`` field (one split only; else
+  ``--split``), or the manifest's file stem when the clips have none. A clip without both
+  branches' probabilities (failed clip, silent or missing sound track) is an error, or
+  dropped and listed in ``tuned_on["skipped_clips"]`` with ``--skip-incomplete``.
 * The audio model is identified by the SHA-256 of its weights (tensor names, dtypes,
   shapes and bytes in name order), so the same weights exported or checkpointed hash alike.
 """
@@ -483,3 +499,185 @@ def describe_video_config(config: Any) -> dict[str, Any]:
     else:
         data = {"repr": repr(config)}
     return json.loads(json.dumps(data, default=str))
+
+
+# --------------------------------------------------------------------------- CLI: fit on an evaluation run
+
+EVAL_RUN_INFO = "run_info.json"  # written by scripts/eval_dcase17.py
+EVAL_PROBABILITIES = "probabilities_{}.csv"
+
+
+@dataclass
+class EvalRun:
+    """The branch probabilities of a ``scripts/eval_dcase17.py`` output folder."""
+
+    clip_ids: list[str]
+    audio_probs: np.ndarray  # (N, C), NaN where the branch did not run
+    video_probs: np.ndarray
+    run_info: dict[str, Any]
+
+
+def _read_probabilities(path: Path, classes: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    import csv
+
+    if not path.is_file():
+        raise InputFileError("missing: the evaluation run needs both the audio and the video branch "
+                             "(scripts/eval_dcase17.py with --audio-checkpoint, without --no-video)", path)
+    try:
+        with path.open(newline="") as fh:
+            rows = list(csv.reader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise InputFileError(f"cannot read the probabilities ({type(err).__name__}: {err})", path) from None
+    if not rows or rows[0][:1] != ["id"]:
+        raise InputFileError("not a probabilities file of scripts/eval_dcase17.py (no 'id' header)", path)
+    if rows[0][1:] != list(classes):
+        raise InputFileError(f"columns are other classes than the {len(classes)} DCASE 2017 events", path)
+    ids, values = [], []
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != len(classes) + 1:
+            raise InputFileError(f"line {line} has {len(row) - 1} values, expected {len(classes)}", path)
+        try:
+            values.append([float(cell) if cell != "" else np.nan for cell in row[1:]])
+        except ValueError:
+            raise InputFileError(f"line {line} holds a value that is not a number", path) from None
+        ids.append(row[0])
+    return ids, np.asarray(values, dtype=np.float64).reshape(len(ids), len(classes))
+
+
+def read_eval_run(eval_dir: str | Path, classes: Sequence[str] | None = None) -> EvalRun:
+    """Audio and video probabilities (and ``run_info.json``) of an evaluation output folder."""
+    eval_dir = Path(eval_dir)
+    names = list(classes) if classes is not None else event_names()
+    if not eval_dir.is_dir():
+        raise InputFileError("no such evaluation folder (scripts/eval_dcase17.py --out)", eval_dir)
+    info_path = eval_dir / EVAL_RUN_INFO
+    if not info_path.is_file():
+        raise InputFileError("missing: not an output folder of scripts/eval_dcase17.py", info_path)
+    try:
+        run_info = json.loads(info_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputFileError(f"unreadable ({type(err).__name__}: {err})", info_path) from None
+    audio_path, video_path = (eval_dir / EVAL_PROBABILITIES.format(b) for b in ("audio", "video"))
+    audio_ids, audio = _read_probabilities(audio_path, names)
+    video_ids, video = _read_probabilities(video_path, names)
+    if audio_ids != video_ids:
+        raise InputFileError(f"lists other clips than {audio_path.name}", video_path)
+    return EvalRun(audio_ids, audio, video, run_info if isinstance(run_info, dict) else {})
+
+
+def fit_eval_run(
+    eval_dir: str | Path,
+    manifest: str | Path | None = None,
+    *,
+    method: str = "search",
+    seed: int = 0,
+    split: str | None = None,
+    skip_incomplete: bool = False,
+) -> FusionModel:
+    """:func:`fit_fusion` on the branch probabilities of an evaluation run and the manifest's labels.
+
+    ``manifest`` defaults to the one recorded in the run's ``run_info.json``; ``split``
+    defaults to the clips' ``split`` field (else the manifest's file stem). Clips without
+    both branches are an error unless ``skip_incomplete``. Every problem is a one-line
+    :class:`~avtag.errors.AvtagError`.
+    """
+    from avtag.data.manifests import read_manifest
+
+    names = event_names()
+    run = read_eval_run(eval_dir, names)
+    if manifest is None:
+        manifest = run.run_info.get("manifest")
+        if not manifest:
+            raise InputFileError("records no manifest (a --clips-dir run?): pass --manifest with the labels",
+                                 Path(eval_dir) / EVAL_RUN_INFO)
+    manifest = Path(manifest)
+    records = {r.id: r for r in read_manifest(manifest)}
+    unknown = [c for c in run.clip_ids if c not in records]
+    if unknown:
+        raise InputFileError(f"{len(unknown)} clips of the evaluation run are not in the manifest "
+                             f"(first: {unknown[0]}); pass the manifest the run was made with", manifest)
+    chosen = [records[c] for c in run.clip_ids]
+    if not any(r.labels for r in chosen):
+        raise InputFileError("has no labels for the clips of the evaluation run: fusion needs labelled "
+                             "validation clips", manifest)
+    index = {name: c for c, name in enumerate(names)}
+    targets = np.zeros((len(chosen), len(names)), dtype=bool)
+    for row, record in enumerate(chosen):
+        for label in record.labels:
+            if label not in index:
+                raise InputFileError(f"clip {record.id} has the label {label!r}, not a DCASE 2017 event", manifest)
+            targets[row, index[label]] = True
+    complete = ~(np.isnan(run.audio_probs).any(axis=1) | np.isnan(run.video_probs).any(axis=1))
+    skipped = [c for c, ok in zip(run.clip_ids, complete) if not ok]
+    if skipped and not skip_incomplete:
+        raise AvtagError(f"{len(skipped)} clips of {eval_dir} lack the audio or the video probabilities "
+                         f"(first: {skipped[0]}); fusion is tuned on clips with both branches "
+                         "(--skip-incomplete drops them)")
+    if not complete.any():
+        raise AvtagError(f"no clip of {eval_dir} has both the audio and the video probabilities")
+    if split is None:
+        splits = sorted({r.split for r in chosen if r.split})
+        if len(splits) > 1:
+            raise InputFileError(f"clips of several splits ({', '.join(splits)}): pass --split", manifest)
+        split = splits[0] if splits else manifest.stem
+    models = run.run_info.get("models") or {}
+    model = fit_fusion(
+        run.audio_probs[complete], run.video_probs[complete], targets[complete],
+        split=split, clip_ids=[c for c, ok in zip(run.clip_ids, complete) if ok], method=method,
+        classes=names, sources={"audio": models.get("audio"), "video": models.get("video")}, seed=seed,
+    )
+    model.tuned_on["manifest"] = manifest.name
+    model.tuned_on["skipped_clips"] = skipped
+    return model
+
+
+def build_parser():
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m avtag.fusion",
+                                     description="Late fusion of the audio and video branches (004 §2.3, §3.4).")
+    commands = parser.add_subparsers(dest="command", required=True)
+    fit = commands.add_parser(
+        "fit", help="tune fusion weights and thresholds on a validation evaluation run",
+        description="Tune per-class fusion weights and thresholds on the branch probabilities written by "
+                    "scripts/eval_dcase17.py for a validation split; evaluate other splits with --fusion OUT.")
+    fit.add_argument("--eval-dir", required=True, help="output folder of scripts/eval_dcase17.py (validation split)")
+    fit.add_argument("--manifest", help="manifest with the labels (default: the one recorded in run_info.json)")
+    fit.add_argument("--out", required=True, help="fusion JSON to write")
+    fit.add_argument("--method", choices=("search", "rule"), default="search",
+                     help="per-class weight search (default) or the paper's 0.8/0.2 rule (004 §3.4)")
+    fit.add_argument("--seed", type=int, default=0, help="seed of the threshold and weight search order")
+    fit.add_argument("--split", help="name of the tuning split (default: the clips' split field, else the "
+                                     "manifest's file name)")
+    fit.add_argument("--skip-incomplete", action="store_true",
+                     help="drop clips without both branches instead of refusing")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from avtag.errors import cli_guard
+
+    @cli_guard
+    def run(args) -> int:
+        out = Path(args.out)
+        if out.is_dir():
+            raise InputFileError("is a directory; --out names the fusion JSON file", out)
+        model = fit_eval_run(args.eval_dir, args.manifest, method=args.method, seed=args.seed, split=args.split,
+                             skip_incomplete=args.skip_incomplete)
+        model.settings["eval_dir"] = str(args.eval_dir)
+        model.save(out)
+        f1 = model.validation["micro_f1"]
+        print(f"{out}: {model.method} fusion tuned on split {model.tuned_on['split']!r} "
+              f"({model.tuned_on['num_clips']} clips); validation micro-F1 audio {100 * f1['audio']:.1f}, "
+              f"video {100 * f1['video']:.1f}, fused {100 * f1['fused']:.1f}")
+        if model.tuned_on["skipped_clips"]:
+            print(f"skipped {len(model.tuned_on['skipped_clips'])} clips without both branches")
+        return 0
+
+    return run(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -40,6 +40,14 @@ Choices where the paper is silent:
 * Without a fusion file the video branch's threshold is 0.5 on every event (it is
   untuned; under the top-1 object-to-event mapping of 004 §2.2.2 the video probabilities
   of a clip sum to one, so 0.5 means most of the visual evidence points at the event).
+* Speed (a 10 s clip on 2 CPU cores): the video branch's models (timm, torchvision and the
+  recognizer, about 1.5 s of mostly Python work) load in a background thread while the
+  main thread decodes the file once (frames and sound track together) and runs the audio
+  branch; meanwhile torch runs one intra-op thread fewer so the two share the cores
+  without oversubscribing them (:class:`BackgroundLoad`). The recognizer then runs once
+  on all sampled frames of the file, on CPU split between threads that each use one
+  intra-op thread (:func:`recognize_frames`); each window selects its key frames among
+  the cached features of its own frames.
 * ``--json`` holds everything printed (plus per-window tags and the merged frame-level
   probabilities); the spectrogram and key-frame pixels are left out (they are in
   ``--report``).
@@ -338,22 +346,114 @@ def default_video_branch(device: str = "cpu"):
 
 def run_video_branch(branch, decoded, starts: Sequence[float], window: float, progress: bool = False,
                      keep_images: bool = False) -> tuple[np.ndarray, list[KeyFrame], list[str]]:
-    """Window probabilities (W, C) and key frames of the decoded video."""
+    """Window probabilities (W, C) and key frames of the decoded video.
+
+    The recognizer runs once on all the sampled frames of the file; each window then selects
+    its key frames (DS3) among its own frames' features and maps their objects to events, so
+    a frame shared by overlapping windows is not recognised twice.
+    """
+    from avtag.video.recognize import RecognitionResult
+
+    recognition = recognize_frames(branch.recognizer, decoded.frames)
     probs, keyframes, notes = [], [], []
     for w, start in enumerate(_progress(starts, len(starts), "video", progress)):
         inside = (decoded.times >= start - 1e-6) & (decoded.times < start + window - 1e-6)
         if not inside.any():  # a window between sparse frames: take the nearest frame
             inside = np.zeros(len(decoded.times), dtype=bool)
             inside[int(np.argmin(np.abs(decoded.times - (start + window / 2))))] = True
-        frames, times = decoded.frames[inside], decoded.times[inside]
-        prediction = branch.predict(frames, times=times)
+        positions = np.flatnonzero(inside)
+        prediction = branch.predict_recognized(
+            RecognitionResult(recognition.probs[positions], recognition.features[positions]),
+            times=decoded.times[positions])
         probs.append(np.asarray(prediction.event_probs, dtype=np.float64))
         for index, t, objects in zip(prediction.keyframe_indices, prediction.keyframe_times,
                                      prediction.keyframe_objects, strict=True):
             keyframes.append(KeyFrame(float(t), w, [(str(n), float(p)) for n, p in objects],
-                                      frames[int(index)] if keep_images else None))
+                                      decoded.frames[positions[int(index)]] if keep_images else None))
         notes.extend(n for n in prediction.notes if n not in notes)
     return np.stack(probs), keyframes, notes
+
+
+def recognize_frames(recognizer, frames: np.ndarray, workers: int | None = None):
+    """``recognizer(frames)``; on CPU, contiguous shares of the frames run in ``workers`` threads.
+
+    Frames are independent, so on CPU they are split between ``workers`` (default: torch's
+    intra-op thread count) Python threads with one intra-op thread each (torch releases the
+    GIL). A small network on a few frames spends much of its time in per-layer thread
+    synchronisation when it parallelises inside each operator, which the split avoids
+    (measured in ``scripts/bench_run.py``). On a GPU, one call.
+    """
+    import torch
+
+    from avtag.video.recognize import RecognitionResult
+
+    threads = torch.get_num_threads()
+    workers = threads if workers is None else workers
+    if recognizer.device.type != "cpu" or workers <= 1 or len(frames) < 2 * workers:
+        return recognizer(frames)
+    from concurrent.futures import ThreadPoolExecutor
+
+    shares = np.array_split(np.arange(len(frames)), workers)
+
+    def run(share: np.ndarray):
+        torch.set_num_threads(1)
+        return recognizer(frames[share[0]:share[-1] + 1])
+
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(workers, thread_name_prefix="avtag-recognize") as pool:
+            parts = list(pool.map(run, shares))
+    finally:
+        torch.set_num_threads(threads)
+    return RecognitionResult(np.concatenate([p.probs for p in parts]), np.concatenate([p.features for p in parts]))
+
+
+class BackgroundLoad:
+    """Load a video branch's models in a thread while the caller decodes and runs the audio branch.
+
+    Importing timm/torchvision and building the recognizer is mostly Python work (it holds
+    the GIL), while decoding (decord, PyAV) and torch operators release it, so the two
+    overlap. While the thread runs, torch uses one intra-op thread fewer, so the foreground
+    and the loader do not oversubscribe the cores (see the module docstring); the previous
+    count is restored by :meth:`wait`.
+    """
+
+    def __init__(self, branch):
+        import threading
+
+        import torch
+
+        self.branch = branch
+        self.error: BaseException | None = None
+        self._threads = torch.get_num_threads()
+        if self._threads > 1:
+            torch.set_num_threads(self._threads - 1)
+        self._thread = threading.Thread(target=self._run, name="avtag-video-load", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.branch.load()
+        except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread by wait()
+            self.error = err
+
+    def release(self) -> None:
+        """Restore torch's thread count without waiting for the loader (an error path)."""
+        import torch
+
+        torch.set_num_threads(self._threads)
+
+    def wait(self):
+        """The loaded branch (re-raises the loader's error in the calling thread)."""
+        self._thread.join()
+        self.release()
+        if self.error is not None:
+            raise self.error
+        return self.branch
+
+
+def _is_loaded(branch) -> bool:
+    return getattr(branch, "_recognizer", None) is not None and getattr(branch, "_mapper", None) is not None
 
 
 # --------------------------------------------------------------------------- analysis
@@ -399,53 +499,66 @@ def analyse(
     want_audio = audio_tagger is not None or with_spectrogram
     waveform, decoded, duration = None, None, 0.0
 
+    loader = None
     if info.has_video:
         if video_branch is None:
             video_branch = default_video_branch(device)
-        own_track = want_audio and audio_path is None
-        decoded = decode_video(path, with_audio=own_track, audio_sample_rate=sample_rate,
-                               **video_decode_args(video_branch))
-        notes.extend(n for n in decoded.notes if n not in ("no audio stream", "audio track is silent"))
-        duration = float(decoded.duration)
-        if audio_path is None:
-            if not info.has_audio:
-                notes.append("the video has no audio stream: video branch alone")
-            elif own_track and decoded.audio is None:
-                notes.append("the video's audio track could not be decoded: video branch alone")
-            elif own_track and decoded.audio_is_silent:
-                notes.append("the video's audio track is silent: video branch alone")
-                waveform = decoded.audio
-            elif own_track:
-                waveform = decoded.audio
-    if audio_path is not None or not info.has_video:
-        from avtag.audio.io import load_audio
+        if not _is_loaded(video_branch):
+            loader = BackgroundLoad(video_branch)
+    try:
+        if info.has_video:
+            own_track = want_audio and audio_path is None
+            decoded = decode_video(path, with_audio=own_track, audio_sample_rate=sample_rate,
+                                   **video_decode_args(video_branch))
+            notes.extend(n for n in decoded.notes if n not in ("no audio stream", "audio track is silent"))
+            duration = float(decoded.duration)
+            if audio_path is None:
+                if not info.has_audio:
+                    notes.append("the video has no audio stream: video branch alone")
+                elif own_track and decoded.audio is None:
+                    notes.append("the video's audio track could not be decoded: video branch alone")
+                elif own_track and decoded.audio_is_silent:
+                    notes.append("the video's audio track is silent: video branch alone")
+                    waveform = decoded.audio
+                elif own_track:
+                    waveform = decoded.audio
+        if audio_path is not None or not info.has_video:
+            from avtag.audio.io import load_audio
 
-        waveform, _ = load_audio(Path(audio_path) if audio_path is not None else path, target_sr=sample_rate)
-        if audio_path is not None and float(np.abs(waveform).max(initial=0.0)) < SILENCE_PEAK:
-            notes.append("the audio file is silent: video branch alone")
-    if waveform is not None:
-        duration = max(duration, len(waveform) / sample_rate)
-    timings["decode"] = time.perf_counter() - clock
+            waveform, _ = load_audio(Path(audio_path) if audio_path is not None else path, target_sr=sample_rate)
+            if audio_path is not None and float(np.abs(waveform).max(initial=0.0)) < SILENCE_PEAK:
+                notes.append("the audio file is silent: video branch alone")
+        if waveform is not None:
+            duration = max(duration, len(waveform) / sample_rate)
+        timings["decode"] = time.perf_counter() - clock
 
-    silent = waveform is None or float(np.abs(waveform).max(initial=0.0)) < SILENCE_PEAK
-    run_audio = audio_tagger is not None and not silent
-    if audio_tagger is None and info.has_audio:
-        notes.append("no audio checkpoint given (--audio-checkpoint): video branch alone")
-    window = float(audio_tagger.frontend.clip_seconds or DEFAULT_WINDOW_SECONDS) if run_audio else DEFAULT_WINDOW_SECONDS
-    starts = window_starts(duration, window)
+        silent = waveform is None or float(np.abs(waveform).max(initial=0.0)) < SILENCE_PEAK
+        run_audio = audio_tagger is not None and not silent
+        if audio_tagger is None and info.has_audio:
+            notes.append("no audio checkpoint given (--audio-checkpoint): video branch alone")
+        window = float(audio_tagger.frontend.clip_seconds or DEFAULT_WINDOW_SECONDS) if run_audio else DEFAULT_WINDOW_SECONDS
+        starts = window_starts(duration, window)
 
-    audio_windows = frame_probs = frame_hop = audio_thresholds = None
-    models: dict[str, Any] = {}
-    if run_audio:
-        clock = time.perf_counter()
-        audio_windows, window_frames, frame_hop = run_audio_branch(audio_tagger, waveform, starts, window, progress)
-        if window_frames is not None and frame_hop:
-            frame_probs = merge_window_frames(window_frames, starts, frame_hop, duration)
-        audio_thresholds = np.asarray(audio_tagger.thresholds, dtype=np.float64)
-        models["audio"] = describe_audio_tagger(audio_tagger)
-        timings["audio"] = time.perf_counter() - clock
+        audio_windows = frame_probs = frame_hop = audio_thresholds = None
+        models: dict[str, Any] = {}
+        if run_audio:
+            clock = time.perf_counter()
+            audio_windows, window_frames, frame_hop = run_audio_branch(audio_tagger, waveform, starts, window, progress)
+            if window_frames is not None and frame_hop:
+                frame_probs = merge_window_frames(window_frames, starts, frame_hop, duration)
+            audio_thresholds = np.asarray(audio_tagger.thresholds, dtype=np.float64)
+            models["audio"] = describe_audio_tagger(audio_tagger)
+            timings["audio"] = time.perf_counter() - clock
+    except BaseException:
+        if loader is not None:  # the loader may finish on its own; give the cores back now
+            loader.release()
+        raise
 
     video_windows, keyframes = None, []
+    if loader is not None:
+        clock = time.perf_counter()
+        loader.wait()
+        timings["video_load_wait"] = time.perf_counter() - clock
     if info.has_video:
         clock = time.perf_counter()
         video_windows, keyframes, video_notes = run_video_branch(video_branch, decoded, starts, window, progress,

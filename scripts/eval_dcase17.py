@@ -5,13 +5,22 @@ systems side by side (004 §3.5, Table 1).
         --audio-checkpoint runs/crnn/export [--fusion fusion.json] [--workers 4] [--device cuda]
     python scripts/eval_dcase17.py --clips-dir my_videos/ --out runs/eval_mine ...
 
+Fusion workflow: evaluate the validation split, tune the fusion on that run, then report on
+the test split with the tuned file::
+
+    python scripts/eval_dcase17.py --manifest validation.jsonl --out runs/eval_val --audio-checkpoint ...
+    python -m avtag.fusion fit --eval-dir runs/eval_val --out fusion.json [--method search|rule]
+    python scripts/eval_dcase17.py --manifest test.jsonl --out runs/eval_test --audio-checkpoint ... \\
+        --fusion fusion.json
+
 Writes into ``--out``:
 
 * ``results.jsonl``   the journal: one line per clip (branch probabilities, or the reason it
                       failed), appended with flush + fsync; a rerun skips every clip in it,
                       so an interrupted run resumes where it stopped;
 * ``run_info.json``   the models the journal was made with (a rerun with other models is
-                      refused: use another ``--out``);
+                      refused: use another ``--out``) and the manifest (or clips folder)
+                      and splits of the latest run;
 * ``predictions_{system}.txt``  the official subtask A prediction file (a row for every
                       clip, a name-only row for a clip with no tag, :func:`avtag.metrics.write_tag_file`);
 * ``probabilities_{system}.csv``  the clip x event probability matrix (empty cells: the
@@ -404,6 +413,22 @@ def _chunks(items: Sequence[ClipRecord], size: int) -> Iterable[list[ClipRecord]
         yield list(items[i:i + size])
 
 
+def _fusion_source_mismatches(fusion, models: dict[str, Any]) -> list[str]:
+    """Differences between the models a fusion file was tuned with and the models of this run."""
+    warnings = []
+    tuned = (fusion.sources.get("audio") or {}).get("weights_sha256")
+    used = (models.get("audio") or {}).get("weights_sha256")
+    if tuned and used and tuned != used:
+        warnings.append("the fusion file was tuned with another audio model (weights hash differs)")
+    def setup(config: dict[str, Any] | None) -> dict[str, Any]:  # where it runs does not change the outputs
+        return {k: v for k, v in (config or {}).items() if k not in ("device", "batch_size")}
+
+    tuned_video, used_video = fusion.sources.get("video"), models.get("video")
+    if tuned_video and used_video and setup(tuned_video) != setup(json.loads(json.dumps(used_video))):
+        warnings.append("the fusion file was tuned with another video branch configuration")
+    return warnings
+
+
 def _tuned_split_of_tagger(tagger) -> str | None:
     text = str(tagger.metadata.get("thresholds", "")) if tagger is not None else ""
     return "validation" if "validation" in text else None
@@ -439,6 +464,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise AvtagError("nothing to run: give --audio-checkpoint, or clips with video")
     models = {"audio": None if tagger is None else describe_audio_tagger(tagger, args.audio_checkpoint),
               "video": None if branch is None else describe_video_config(branch.config)}
+    if fusion is not None:
+        for warning in _fusion_source_mismatches(fusion, models):
+            print(f"warning: {warning}", file=sys.stderr)
     if fusion is None:
         audio_t = tagger.thresholds if tagger is not None else [0.5] * len(event_names())
         fusion = FusionModel.paper_default(audio_t, [DEFAULT_VIDEO_THRESHOLD] * len(event_names()), sources=models)
@@ -446,12 +474,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     info_path = out_dir / RUN_INFO
-    info = {"models": models, "systems": systems}
+    info = {"models": models, "systems": systems,
+            "manifest": None if args.manifest is None else str(Path(args.manifest).resolve()),
+            "clips_dir": None if args.clips_dir is None else str(Path(args.clips_dir).resolve()),
+            "splits": splits}
     if info_path.exists():
-        if json.loads(info_path.read_text()) != json.loads(json.dumps(info)):
+        try:
+            previous = json.loads(info_path.read_text())
+        except (OSError, ValueError):
+            raise InputFileError("unreadable run information; use another --out", info_path) from None
+        same = json.loads(json.dumps({"models": models, "systems": systems}))
+        if {k: previous.get(k) for k in same} != same:
             raise AvtagError(f"{out_dir} holds results of other models or systems; use another --out")
-    else:
-        info_path.write_text(json.dumps(info, indent=1) + "\n")
+    info_path.write_text(json.dumps(info, indent=1) + "\n")
     journal_path = out_dir / JOURNAL
     entries = read_journal(journal_path)
     if args.retry_failures:

@@ -157,3 +157,200 @@ def test_video_and_fused_systems_on_real_clips(workspace, tmp_path):
     # seoul has no sound: its fused probabilities are the video branch's
     np.testing.assert_allclose([float(fused["seoul"][n]) for n in event_names()], entries["seoul"]["video"], atol=1e-6)
     assert json.loads((out / "metrics.json").read_text())["labelled"] is False
+
+
+# --------------------------------------------------------------------------- fusion workflow: eval -> fit -> eval
+
+
+def write_clip(path: Path, seconds: float, shade: int, tone_hz: float) -> Path:
+    """A small video (mpeg4, 160x120, 12 fps) with a tone on its sound track (aac), via PyAV."""
+    import av
+
+    rate, sample_rate = 12, 22050
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("mpeg4", rate=rate)
+        video.width, video.height, video.pix_fmt = 160, 120, "yuv420p"
+        audio = container.add_stream("aac", rate=sample_rate)
+        ramp = np.linspace(0, 255, 160, dtype=np.float32)
+        for i in range(int(seconds * rate)):
+            frame = np.empty((120, 160, 3), np.uint8)
+            frame[...] = ((ramp + shade + 5 * i) % 256).astype(np.uint8)[None, :, None]
+            frame[..., shade % 3] //= 2
+            for packet in video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in video.encode():
+            container.mux(packet)
+        t = np.arange(int(seconds * sample_rate)) / sample_rate
+        samples = (0.3 * np.sin(2 * np.pi * tone_hz * t)).astype(np.float32)
+        for start in range(0, len(samples), 1024):
+            frame = av.AudioFrame.from_ndarray(samples[start:start + 1024][None, :], format="flt", layout="mono")
+            frame.sample_rate, frame.pts = sample_rate, start
+            for packet in audio.encode(frame):
+                container.mux(packet)
+        for packet in audio.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="module")
+def fusion_workflow(workspace):
+    """Validation (4 clips) and test (2 clips) videos with sound, the validation run and its fusion file."""
+    from avtag.fusion import main as fusion_main
+
+    root, _, checkpoint = workspace
+    names = event_names()
+    manifests = {}
+    for split, count, offset in (("validation", 4, 0), ("test", 2, 4)):
+        records = []
+        for i in range(offset, offset + count):
+            path = write_clip(root / f"av{i}.mp4", 2.0, shade=40 * i, tone_hz=300 + 120 * i)
+            records.append(ClipRecord(id=f"av{i}", labels=[names[i % 17], names[(5 * i + 2) % 17]], video=path.name,
+                                      split=split))
+        manifests[split] = write_manifest(records, root / f"{split}.jsonl")
+    eval_val = root / "eval_val"
+    proc = run_eval("--manifest", str(manifests["validation"]), "--out", str(eval_val), "--audio-checkpoint",
+                    str(checkpoint), "--workers", "0")
+    assert proc.returncode == 0, proc.stderr
+    fusion_path = root / "fusion.json"
+    assert fusion_main(["fit", "--eval-dir", str(eval_val), "--out", str(fusion_path), "--method", "search",
+                        "--seed", "1"]) == 0
+    return root, manifests, eval_val, fusion_path, checkpoint
+
+
+def read_probabilities(path: Path) -> dict[str, np.ndarray]:
+    with path.open() as fh:
+        return {row["id"]: np.array([float(row[n]) for n in event_names()]) for row in csv.DictReader(fh)}
+
+
+def test_fit_on_the_validation_run_then_report_on_the_test_split(fusion_workflow):
+    root, manifests, eval_val, fusion_path, checkpoint = fusion_workflow
+    fusion = FusionModel.load(fusion_path)
+    run_info = json.loads((eval_val / "run_info.json").read_text())
+    assert run_info["manifest"] == str(manifests["validation"].resolve())  # fit's default manifest
+    assert fusion.method == "search" and fusion.settings["seed"] == 1
+    assert fusion.tuned_on["split"] == "validation" and fusion.tuned_on["clip_ids"] == ["av0", "av1", "av2", "av3"]
+    assert fusion.sources["audio"]["weights_sha256"] == run_info["models"]["audio"]["weights_sha256"]
+    assert fusion.sources["video"] == run_info["models"]["video"] and fusion.sources["video"]["fps"] == 3.0
+    # the recorded validation F1s are those of the run's probabilities with the file's weights and thresholds
+    audio, video = (read_probabilities(eval_val / f"probabilities_{b}.csv") for b in ("audio", "video"))
+    ids = fusion.tuned_on["clip_ids"]
+    labels = {json.loads(line)["id"]: json.loads(line)["labels"] for line in manifests["validation"].read_text().splitlines()}
+    targets = np.array([[n in labels[c] for n in event_names()] for c in ids])
+    from avtag.thresholds import micro_f1
+
+    fused = fusion.fuse(np.stack([audio[c] for c in ids]), np.stack([video[c] for c in ids]))
+    assert micro_f1(targets, fused, fusion.thresholds) == pytest.approx(fusion.validation["micro_f1"]["fused"])
+    val = fusion.validation["micro_f1"]
+    assert val["fused"] >= max(val["audio"], val["video"]) - 1e-12  # the search starts from either branch alone
+
+    out = root / "eval_test"
+    proc = run_eval("--manifest", str(manifests["test"]), "--out", str(out), "--audio-checkpoint", str(checkpoint),
+                    "--workers", "0", "--fusion", str(fusion_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "warning" not in proc.stderr  # same models as the tuning run
+    audio, video, fused = (read_probabilities(out / f"probabilities_{s}.csv") for s in ("audio", "video", "fused"))
+    predicted = read_tag_file(out / "predictions_fused.txt")
+    assert sorted(fused) == ["av4", "av5"]
+    for clip in fused:  # 004 §2.3 with the tuned weights, thresholded with the tuned thresholds
+        expected = fusion.audio_weights * audio[clip] + (1 - fusion.audio_weights) * video[clip]
+        np.testing.assert_allclose(fused[clip], expected, atol=2e-6)
+        assert sorted(predicted[clip]) == sorted(n for n, p, t in zip(event_names(), fused[clip], fusion.thresholds)
+                                                 if p >= t)
+
+
+def test_evaluating_the_tuning_split_with_its_fusion_file_is_refused(fusion_workflow):
+    root, manifests, _, fusion_path, checkpoint = fusion_workflow
+    proc = run_eval("--manifest", str(manifests["validation"]), "--out", str(root / "eval_again"),
+                    "--audio-checkpoint", str(checkpoint), "--fusion", str(fusion_path))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "tuned on split 'validation'" in lines[0]
+    assert not (root / "eval_again" / "results.jsonl").exists()
+
+
+def test_skip_incomplete_drops_clips_without_both_branches(fusion_workflow, tmp_path):
+    from avtag.fusion import main as fusion_main
+
+    _, _, eval_val, _, _ = fusion_workflow
+    broken = _copy_with_blank_video_row(eval_val, tmp_path / "eval", "av2")
+    assert fusion_main(["fit", "--eval-dir", str(broken), "--out", str(tmp_path / "f.json"), "--method", "rule",
+                        "--skip-incomplete"]) == 0
+    fusion = FusionModel.load(tmp_path / "f.json")
+    assert fusion.tuned_on["clip_ids"] == ["av0", "av1", "av3"] and fusion.tuned_on["skipped_clips"] == ["av2"]
+    assert fusion.method == "rule" and set(np.round(fusion.audio_weights, 6)) <= {0.2, 0.8}
+
+
+def _copy_with_blank_video_row(eval_dir: Path, out: Path, clip: str) -> Path:
+    import shutil
+
+    shutil.copytree(eval_dir, out)
+    path = out / "probabilities_video.csv"
+    lines = path.read_text().splitlines()
+    lines = [",".join([clip] + [""] * 17) if line.startswith(clip + ",") else line for line in lines]
+    path.write_text("\n".join(lines) + "\n")
+    return out
+
+
+def _fit_case(case: str, root: Path, eval_val: Path, audio_only: Path, manifests: dict) -> list[str]:
+    """Arguments of ``python -m avtag.fusion fit`` for one bad-input case."""
+    import shutil
+
+    base = ["fit", "--out", str(root / f"{case}.json")]
+    if case == "missing eval dir":
+        return [*base, "--eval-dir", str(root / "nope")]
+    if case == "not an eval dir":
+        (root / "empty").mkdir()
+        return [*base, "--eval-dir", str(root / "empty")]
+    if case == "audio-only run":
+        return [*base, "--eval-dir", str(audio_only)]
+    if case == "clip without both branches":
+        return [*base, "--eval-dir", str(_copy_with_blank_video_row(eval_val, root / "blank", "av1"))]
+    if case == "no labels":
+        unlabelled = root / "unlabelled.jsonl"
+        unlabelled.write_text("".join(json.dumps({k: v for k, v in json.loads(line).items() if k != "labels"}) + "\n"
+                                      for line in manifests["validation"].read_text().splitlines()))
+        return [*base, "--eval-dir", str(eval_val), "--manifest", str(unlabelled)]
+    if case == "other manifest":
+        return [*base, "--eval-dir", str(eval_val), "--manifest", str(manifests["test"])]
+    if case == "mismatched classes":
+        other = root / "classes"
+        shutil.copytree(eval_val, other)
+        path = other / "probabilities_audio.csv"
+        lines = path.read_text().splitlines()
+        path.write_text("\n".join([lines[0].replace("Bicycle", "Unicycle"), *lines[1:]]) + "\n")
+        return [*base, "--eval-dir", str(other)]
+    if case == "no manifest recorded":
+        other = root / "nomanifest"
+        shutil.copytree(eval_val, other)
+        info = json.loads((other / "run_info.json").read_text())
+        info["manifest"] = None
+        (other / "run_info.json").write_text(json.dumps(info))
+        return [*base, "--eval-dir", str(other)]
+    raise AssertionError(case)
+
+
+FIT_ERRORS = {
+    "missing eval dir": "no such evaluation folder",
+    "not an eval dir": "run_info.json: missing",
+    "audio-only run": "probabilities_video.csv: missing",
+    "clip without both branches": "lack the audio or the video probabilities (first: av1)",
+    "no labels": "has no labels",
+    "other manifest": "are not in the manifest",
+    "mismatched classes": "other classes",
+    "no manifest recorded": "pass --manifest",
+}
+
+
+@pytest.mark.parametrize("case", list(FIT_ERRORS))
+def test_fit_bad_inputs_are_one_line_errors(fusion_workflow, uninterrupted, tmp_path, capsys, case):
+    from avtag.fusion import main as fusion_main
+
+    _, manifests, eval_val, _, _ = fusion_workflow
+    audio_only, _ = uninterrupted
+    args = _fit_case(case, tmp_path, eval_val, audio_only, manifests)
+    with pytest.raises(SystemExit) as info:
+        fusion_main(args)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and FIT_ERRORS[case] in err[0], err
+    assert not (tmp_path / f"{case}.json").exists()

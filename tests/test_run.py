@@ -288,3 +288,55 @@ def test_cuda_without_a_gpu_is_a_user_error(tmp_path):
     with pytest.raises(SystemExit) as info:
         main(["--video", str(shared_path("data", "videos", "seoul.mp4")), "--device", "cuda"])
     assert info.value.code == 2
+
+
+# --------------------------------------------------------------------------- speed-related behaviour
+
+
+class CountingRecognizer:
+    """Wraps a recognizer and counts the frames it is asked to recognise."""
+
+    def __init__(self, recognizer):
+        self.inner, self.frames_seen = recognizer, 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def __call__(self, frames):
+        self.frames_seen += len(frames)
+        return self.inner(frames)
+
+
+def test_overlapping_windows_recognise_each_frame_once_and_match_per_window_predictions(video_branch):
+    from types import SimpleNamespace
+
+    from avtag.run import run_video_branch
+    from avtag.video.branch import VideoBranch
+    from avtag.video.decode import decode_video
+
+    decoded = decode_video(shared_path("data", "videos", "chaplin.mp4"), fps=2.0, max_side=256, with_audio=False)
+    branch = VideoBranch(video_branch.config)
+    branch._mapper = video_branch.mapper
+    branch._recognizer = CountingRecognizer(video_branch.recognizer)
+    starts = window_starts(float(decoded.duration), 4.0)  # hop 2 s: every frame lies in two windows
+    assert len(starts) >= 3
+    probs, keyframes, _ = run_video_branch(branch, SimpleNamespace(frames=decoded.frames, times=decoded.times),
+                                           starts, 4.0)
+    assert branch._recognizer.frames_seen == len(decoded.frames)
+    for w, start in enumerate(starts):  # the same as analysing each window's frames on its own
+        inside = (decoded.times >= start - 1e-6) & (decoded.times < start + 4.0 - 1e-6)
+        alone = video_branch.predict(decoded.frames[inside], times=decoded.times[inside])
+        np.testing.assert_allclose(probs[w], alone.event_probs, atol=1e-5)
+        np.testing.assert_allclose([k.time for k in keyframes if k.window == w], alone.keyframe_times)
+
+
+def test_a_failing_background_load_is_reported_and_restores_torch_threads(tmp_path):
+    import torch
+
+    from avtag.video.branch import VideoBranch, VideoBranchConfig
+
+    threads = torch.get_num_threads()
+    branch = VideoBranch(VideoBranchConfig(weights_path=str(tmp_path / "missing.safetensors"), device="cpu"))
+    with pytest.raises(CheckpointError, match="weights file not found"):
+        analyse(shared_path("data", "videos", "seoul.mp4"), video_branch=branch)
+    assert torch.get_num_threads() == threads

@@ -104,6 +104,13 @@ def test_motorcycle_video_ranks_motorcycle_first(branch):
     assert np.all(np.diff(prediction.keyframe_times) > 0)
 
 
+def test_car_video_ranks_car_among_top_events_whole_clip(branch):
+    # DS3 picks the scenes with cars as key frames (not only the empty road), so Car is
+    # among the top events of the whole 30 s clip.
+    prediction = branch.predict(shared_path("data", "videos", "car-detection.mp4"))
+    assert _rank(prediction, "Car") < 3, prediction.top_events(5)
+
+
 def test_car_video_ranks_car_in_top_three_where_cars_pass(branch):
     # A top-down highway camera: cars are on screen in about a quarter of its 30 s, and the
     # empty road (recognised as "nematode", "volcano", ...) dominates any longer window, so

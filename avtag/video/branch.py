@@ -191,10 +191,6 @@ class VideoBranch:
         10-s DCASE segment of a longer video. A frames array is analysed as given (no
         resampling); ``times`` (seconds, one per frame) only label the key frames.
         """
-        from avtag.video.keyframes import select_keyframes
-        from avtag.video.recognize import clip_objects, rectify
-
-        c = self.config
         timings: dict[str, float] = {}
         tick = time.perf_counter()
         self.load()
@@ -212,7 +208,35 @@ class VideoBranch:
         tick = time.perf_counter()
         recognition = self.recognizer(frames)
         timings["features"] = time.perf_counter() - tick
+        return self.predict_recognized(recognition, times, notes=notes, source=source_name, timings=timings)
 
+    def predict_recognized(
+        self,
+        recognition,
+        times: np.ndarray | None = None,
+        notes: list[str] | None = None,
+        source: str | None = None,
+        timings: dict[str, float] | None = None,
+    ) -> VideoPrediction:
+        """:meth:`predict` from the recognizer's output on the clip's frames (key frames, mapping).
+
+        ``recognition`` is a :class:`avtag.video.recognize.RecognitionResult` (or a slice of
+        one), so callers that analyse overlapping segments of one video run the recognizer on
+        each frame once and select key frames per segment.
+        """
+        from avtag.video.keyframes import select_keyframes
+        from avtag.video.recognize import clip_objects, rectify
+
+        c = self.config
+        timings = dict(timings or {})
+        notes = list(notes or [])
+        if len(recognition.probs) == 0:
+            raise ValueError("no frames to analyse")
+        if times is not None:
+            times = np.asarray(times, dtype=np.float64)
+            if times.shape != (len(recognition.probs),):
+                raise ValueError(f"times must be ({len(recognition.probs)},), got {times.shape}")
+        self.load()
         tick = time.perf_counter()
         ds3_options = {"q": c.ds3_q, "alpha": c.ds3_alpha}
         selection = select_keyframes(
@@ -251,8 +275,8 @@ class VideoBranch:
             links=mapped.links,
             timings=timings,
             notes=notes,
-            source=source_name,
-            num_frames=len(frames),
+            source=source,
+            num_frames=len(recognition.probs),
         )
 
     def predict_batch(self, sources: list) -> list[VideoPrediction]:
