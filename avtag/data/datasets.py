@@ -264,79 +264,63 @@ def check_module_input(datamodule: L.LightningDataModule, module: Any) -> None:
     raise AvtagError(f"model {name!r} takes {kinds.get(wanted, wanted)}, but {type(datamodule).__name__} yields {yields!r}")
 
 
-class ClipDataModule(L.LightningDataModule):
-    """Train/validation/test manifests -> DataLoaders of waveform batches.
+class SplitDataModule(L.LightningDataModule):
+    """What the waveform and the embedding data modules share: one data source per
+    split, datasets built once in ``setup``, class-balanced training batches
+    (:class:`ClassBalancedSampler`, one stream per DDP process) and the loaders.
 
-    ``classes``, ``sample_rate`` and ``clip_seconds`` default to those of the
-    LightningModule being trained (its class list and front-end), so a training config
-    names them once, on the model.
+    Subclasses set ``input_key`` (the batch entry the module consumes), implement
+    :meth:`_source` and :meth:`_build`, and may resolve defaults from the module being
+    trained in :meth:`_resolve_from_module`.
     """
 
-    input_key = "waveform"  # the batch entry a TaggingModule consumes
+    input_key: str = ""
 
     def __init__(
         self,
-        train_manifest: str | None = None,
-        val_manifest: str | None = None,
-        test_manifest: str | None = None,
-        batch_size: int = 95,
-        num_workers: int = 4,
-        balanced: bool = True,
-        epoch_batches: int | None = None,
-        seed: int = 0,
-        classes: list[str] | None = None,
-        sample_rate: int | None = None,
-        clip_seconds: float | None = None,
-        pin_memory: bool | None = None,
+        batch_size: int,
+        num_workers: int,
+        balanced: bool,
+        epoch_batches: int | None,
+        seed: int,
+        classes: list[str] | None,
+        pin_memory: bool | None,
     ) -> None:
         super().__init__()
-        # "classes" is recorded by the LightningModule (Lightning refuses differing duplicates).
-        self.save_hyperparameters(ignore=["classes"])
-        self.train_manifest = train_manifest
-        self.val_manifest = val_manifest
-        self.test_manifest = test_manifest
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.balanced = balanced
         self.epoch_batches = epoch_batches
         self.seed = seed
         self.classes = classes
-        self.sample_rate = sample_rate
-        self.clip_seconds = clip_seconds
         self.pin_memory = pin_memory
-        self.datasets: dict[str, ClipDataset] = {}
+        self.datasets: dict[str, Dataset] = {}
 
-    def _resolve_from_module(self) -> None:
-        module = self.trainer.lightning_module if self.trainer is not None else None
-        if self.classes is None:
-            self.classes = list(module.classes) if module is not None and hasattr(module, "classes") else event_names()
-        frontend = getattr(module, "frontend", None)
-        if self.sample_rate is None:
-            if frontend is None:
-                raise ValueError("ClipDataModule needs sample_rate when the module has no front-end")
-            self.sample_rate = frontend.sample_rate
-        if self.clip_seconds is None and frontend is not None:
-            self.clip_seconds = frontend.clip_seconds
+    def _source(self, split: str) -> str:
+        """The configured source of ``split``; a one-line error when it is missing."""
+        raise NotImplementedError
 
-    def _dataset(self, split: str, manifest: str | None) -> ClipDataset:
-        if manifest is None:
-            raise ManifestError(f"no {split} manifest given (data.{split}_manifest)")
+    def _build(self, split: str, source: str) -> Dataset:
+        raise NotImplementedError
+
+    def _resolve_from_module(self, module: Any) -> None:
+        if self.classes is None and module is not None and hasattr(module, "classes"):
+            self.classes = list(module.classes)
+
+    def _dataset(self, split: str) -> Dataset:
         if split not in self.datasets:
-            self.datasets[split] = ClipDataset(manifest, self.sample_rate, self.clip_seconds, self.classes)
+            self.datasets[split] = self._build(split, self._source(split))
         return self.datasets[split]
 
     def setup(self, stage: str | None = None) -> None:
-        check_module_input(self, self.trainer.lightning_module if self.trainer is not None else None)
-        self._resolve_from_module()
-        if stage in ("fit", None):
-            self._dataset("train", self.train_manifest)
-            self._dataset("val", self.val_manifest)
-        if stage == "validate":
-            self._dataset("val", self.val_manifest)
-        if stage == "test":
-            self._dataset("test", self.test_manifest)
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        check_module_input(self, module)
+        self._resolve_from_module(module)
+        splits = {"fit": ("train", "val"), None: ("train", "val"), "validate": ("val",), "test": ("test",)}
+        for split in splits.get(stage, ()):
+            self._dataset(split)
 
-    def _loader(self, dataset: ClipDataset, **kwargs: Any) -> DataLoader:
+    def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
         pin = torch.cuda.is_available() if self.pin_memory is None else self.pin_memory
         return DataLoader(
             dataset,
@@ -369,4 +353,57 @@ class ClipDataModule(L.LightningDataModule):
         return self._loader(self.datasets["test"], shuffle=False)
 
 
-__all__ = ["ClassBalancedSampler", "ClipDataModule", "ClipDataset", "check_module_input"]
+class ClipDataModule(SplitDataModule):
+    """Train/validation/test manifests -> DataLoaders of waveform batches.
+
+    ``classes``, ``sample_rate`` and ``clip_seconds`` default to those of the
+    LightningModule being trained (its class list and front-end), so a training config
+    names them once, on the model.
+    """
+
+    input_key = "waveform"  # the batch entry a TaggingModule consumes
+
+    def __init__(
+        self,
+        train_manifest: str | None = None,
+        val_manifest: str | None = None,
+        test_manifest: str | None = None,
+        batch_size: int = 95,
+        num_workers: int = 4,
+        balanced: bool = True,
+        epoch_batches: int | None = None,
+        seed: int = 0,
+        classes: list[str] | None = None,
+        sample_rate: int | None = None,
+        clip_seconds: float | None = None,
+        pin_memory: bool | None = None,
+    ) -> None:
+        super().__init__(batch_size, num_workers, balanced, epoch_batches, seed, classes, pin_memory)
+        # "classes" is recorded by the LightningModule (Lightning refuses differing duplicates).
+        self.save_hyperparameters(ignore=["classes"])
+        self.manifests = {"train": train_manifest, "val": val_manifest, "test": test_manifest}
+        self.sample_rate = sample_rate
+        self.clip_seconds = clip_seconds
+
+    def _resolve_from_module(self, module: Any) -> None:
+        if self.classes is None:
+            self.classes = list(module.classes) if module is not None and hasattr(module, "classes") else event_names()
+        frontend = getattr(module, "frontend", None)
+        if self.sample_rate is None:
+            if frontend is None:
+                raise ValueError("ClipDataModule needs sample_rate when the module has no front-end")
+            self.sample_rate = frontend.sample_rate
+        if self.clip_seconds is None and frontend is not None:
+            self.clip_seconds = frontend.clip_seconds
+
+    def _source(self, split: str) -> str:
+        manifest = self.manifests[split]
+        if manifest is None:
+            raise ManifestError(f"no {split} manifest given (data.{split}_manifest)")
+        return manifest
+
+    def _build(self, split: str, source: str) -> ClipDataset:
+        return ClipDataset(source, self.sample_rate, self.clip_seconds, self.classes)
+
+
+__all__ = ["ClassBalancedSampler", "ClipDataModule", "ClipDataset", "SplitDataModule", "check_module_input"]

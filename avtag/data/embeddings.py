@@ -44,12 +44,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from avtag.data.datasets import ClassBalancedSampler, check_module_input
+from avtag.data.datasets import SplitDataModule
 from avtag.errors import InputFileError
 
 QUANTISATION_CENTRE = 128.0
@@ -237,7 +236,7 @@ class EmbeddingDataset(Dataset):
         }
 
 
-class EmbeddingDataModule(L.LightningDataModule):
+class EmbeddingDataModule(SplitDataModule):
     """Train/validation/test embedding stores -> DataLoaders of ``features`` batches.
 
     The counterpart of :class:`avtag.data.datasets.ClipDataModule` for models that take
@@ -262,80 +261,27 @@ class EmbeddingDataModule(L.LightningDataModule):
         in_memory: bool = True,
         pin_memory: bool | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, num_workers, balanced, epoch_batches, seed, classes, pin_memory)
         self.save_hyperparameters(ignore=["classes"])
-        self.train_store = train_store
-        self.val_store = val_store
-        self.test_store = test_store
+        self.stores = {"train": train_store, "val": val_store, "test": test_store}
         self.class_labels = class_labels
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.balanced = balanced
-        self.epoch_batches = epoch_batches
-        self.seed = seed
-        self.classes = classes
         self.in_memory = in_memory
-        self.pin_memory = pin_memory
-        self.datasets: dict[str, EmbeddingDataset] = {}
 
-    def _dataset(self, split: str, store: str | None) -> EmbeddingDataset:
+    def _source(self, split: str) -> str:
+        store = self.stores[split]
         if store is None:
             raise InputFileError(f"no {split} embedding store given (data.{split}_store)")
-        if split not in self.datasets:
-            dataset = EmbeddingDataset(store, self.classes, self.class_labels, self.in_memory)
-            model = getattr(self.trainer.lightning_module, "model", None) if self.trainer is not None else None
-            expected = getattr(model, "embedding_dim", None)
-            if expected is not None and dataset.store.shape[2] != expected:
-                raise InputFileError(
-                    f"store embeddings have {dataset.store.shape[2]} dimensions, the model takes {expected}", store
-                )
-            self.datasets[split] = dataset
-        return self.datasets[split]
+        return store
 
-    def setup(self, stage: str | None = None) -> None:
-        module = self.trainer.lightning_module if self.trainer is not None else None
-        check_module_input(self, module)
-        if self.classes is None and module is not None and hasattr(module, "classes"):
-            self.classes = list(module.classes)
-        if stage in ("fit", None):
-            self._dataset("train", self.train_store)
-            self._dataset("val", self.val_store)
-        if stage == "validate":
-            self._dataset("val", self.val_store)
-        if stage == "test":
-            self._dataset("test", self.test_store)
-
-    def _loader(self, dataset: EmbeddingDataset, **kwargs: Any) -> DataLoader:
-        pin = torch.cuda.is_available() if self.pin_memory is None else self.pin_memory
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
-            pin_memory=pin,
-            persistent_workers=self.num_workers > 0,
-            **kwargs,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        dataset = self.datasets["train"]
-        if not self.balanced:
-            return self._loader(dataset, shuffle=True, drop_last=False)
-        trainer = self.trainer
-        sampler = ClassBalancedSampler(
-            dataset.targets,
-            self.batch_size,
-            self.epoch_batches,
-            self.seed,
-            num_replicas=trainer.world_size if trainer is not None else 1,
-            rank=trainer.global_rank if trainer is not None else 0,
-        )
-        return self._loader(dataset, sampler=sampler, drop_last=False)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.datasets["val"], shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.datasets["test"], shuffle=False)
+    def _build(self, split: str, source: str) -> EmbeddingDataset:
+        dataset = EmbeddingDataset(source, self.classes, self.class_labels, self.in_memory)
+        model = getattr(self.trainer.lightning_module, "model", None) if self.trainer is not None else None
+        expected = getattr(model, "embedding_dim", None)
+        if expected is not None and dataset.store.shape[2] != expected:
+            raise InputFileError(
+                f"store embeddings have {dataset.store.shape[2]} dimensions, the model takes {expected}", source
+            )
+        return dataset
 
 
 def write_embedding_store(
