@@ -27,9 +27,22 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _few_threads():
-    """Keep torch to the machine's 2 cores and make runs repeatable."""
+def _one_torch_thread():
+    """One intra-op thread by default: the test models are tiny, and on a busy 2-core box a
+    second thread makes their small operators up to 30x slower (thread-pool contention).
+    Tests that train something real ask for :func:`all_cores`."""
     import torch
 
+    torch.set_num_threads(1)
+    yield
+
+
+@pytest.fixture
+def all_cores():
+    """Let torch use every core (up to 2) for the duration of one test."""
+    import torch
+
+    previous = torch.get_num_threads()
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     yield
+    torch.set_num_threads(previous)

@@ -10,14 +10,6 @@ from avtag.audio.models import build_model, from_pretrained
 from avtag.audio.models.cnn10 import CNN10
 from avtag.data.synthetic import make_tone_features
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small convolutions run fastest on one thread on a shared 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 SMALL = dict(num_classes=4, n_mels=16, channels=[8, 16, 32, 32], embedding_dim=32)
 

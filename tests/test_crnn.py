@@ -21,15 +21,6 @@ from avtag.data.synthetic import make_tone_features, make_tone_task
 SMALL = dict(conv_channels=[8, 8, 16, 16], rnn_hidden=16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models train fastest on one thread on a busy shared box."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def test_default_is_the_papers_configuration():
     model = get("crnn")()
     assert isinstance(model, CRNN) and model.model_args["pooling"] == "max"

@@ -151,15 +151,10 @@ def _fit(stores: dict[str, Path], layout: str, run_dir: Path, classes: str) -> P
 @pytest.fixture(scope="module")
 def trained(stores, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("runs")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a model this small runs ~30x slower with 2 threads on a busy 2-core box
-    try:
-        return {
-            "uint8": _fit(stores, "uint8", root / "uint8", str(stores["labels"])),  # all 6 classes named by the CSV
-            "float": _fit(stores, "float", root / "float", json.dumps(["Horn", "Engine", "Rain", "Siren"])),
-        }
-    finally:
-        torch.set_num_threads(threads)
+    return {
+        "uint8": _fit(stores, "uint8", root / "uint8", str(stores["labels"])),  # all 6 classes named by the CSV
+        "float": _fit(stores, "float", root / "float", json.dumps(["Horn", "Engine", "Rain", "Siren"])),
+    }
 
 
 @pytest.mark.parametrize("layout", ["uint8", "float"])

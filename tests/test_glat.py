@@ -21,15 +21,6 @@ BACKBONES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small convolutions run fastest on one thread on a shared 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def small_glat(backbone: str, **kwargs) -> GLAT:
     if backbone not in available_models():
         pytest.skip(f"backbone {backbone!r} is not in this checkout")

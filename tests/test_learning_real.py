@@ -31,7 +31,7 @@ MARGIN = 0.2  # measured: test mAP 0.546 vs prior 0.266 (+0.28) after 150 steps
 
 
 @pytest.mark.slow
-def test_crnn_learns_esc50_soundscapes(tmp_path_factory):
+def test_crnn_learns_esc50_soundscapes(tmp_path_factory, all_cores):
     import lightning as L
 
     from avtag.data.datasets import ClipDataModule

@@ -25,15 +25,6 @@ from avtag.data.synthetic import make_tone_features
 SMALL = dict(num_classes=4, n_mels=16, channels=[16, 16, 32, 32], attention_heads=3, micro_hidden=16)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small convolutions run fastest on one thread on a shared 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # --------------------------------------------------------------------------- shapes
 
 

@@ -18,16 +18,6 @@ from avtag.audio.models.multilevel import (
 from avtag.data.synthetic import make_tone_features
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: one intra-op thread avoids thread-pool overhead that
-    dominates (10x) on a busy 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 SMALL = dict(num_classes=4, depth=3, hidden_dim=16, gru_hidden=8, encoder_channels=4, encoder_dim=16,
              time_pools=[2, 2, 1, 1])
 SMALL_EMB = dict(num_classes=4, embedding_dim=128, depth=3, hidden_dim=32, gru_hidden=8)

@@ -18,15 +18,6 @@ from avtag.audio.models.sca import (
 )
 from avtag.data.synthetic import make_tone_features
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: one intra-op thread avoids thread-pool overhead that
-    dominates (10x) on a busy 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 SMALL = dict(channels=[4, 8, 8, 16, 16, 32, 32], n_mels=32, input_frames=200, reduction=4)
 

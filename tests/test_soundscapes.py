@@ -9,22 +9,12 @@ import importlib.util
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 from avtag.data.manifests import read_manifest
 from avtag.data.soundscapes import SourceClip, loop_to_length, make_soundscapes, split_by_source, trim_silence
 from conftest import PROJECT_ROOT, shared_path
 
 SR = 8000
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Resampling short files is fastest on one thread on a busy shared box."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 SMALL = dict(classes=["car_horn", "dog", "siren"], background_classes=["rain", "wind"], sample_rate=SR)
