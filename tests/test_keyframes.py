@@ -129,6 +129,25 @@ def test_batched_admm_with_padding_equals_single_solves():
         assert selection.info["objective"] == pytest.approx(single.info["objective"], rel=1e-3)
 
 
+def test_padded_batch_solves_each_clips_own_problem_q2():
+    """With q = 2, mass left in padding columns would cost λ·||z_i||₂ in valid rows: a padded
+    batch must reach each clip's own optimum, feasible on its valid columns."""
+    clips = [clustered_features(sizes, seed=s)[0] for s, sizes in enumerate([[20, 12, 6], [9, 7]])]
+    Ds = [normalise_dissimilarities(pairwise_distances(torch.tensor(c))) for c in clips]
+    n = max(len(d) for d in Ds)
+    padded = torch.zeros(len(Ds), n, n, dtype=torch.float64)
+    mask = torch.zeros(len(Ds), n, dtype=torch.bool)
+    for b, d in enumerate(Ds):
+        padded[b, : len(d), : len(d)], mask[b, : len(d)] = d, True
+    batch = ds3_admm(padded, q=2, mask=mask)
+    for b, d in enumerate(Ds):
+        m = len(d)
+        reference = ds3_cvxpy(d, q=2)
+        assert float(batch.objective[b]) == pytest.approx(float(reference.objective), rel=1e-3)
+        assert torch.allclose(batch.Z[b, :m, :m].sum(0), torch.ones(m, dtype=d.dtype), atol=1e-6)
+        assert float(batch.Z[b, m:].abs().sum() + batch.Z[b, :, m:].abs().sum()) == 0.0
+
+
 def test_identity_is_never_returned_uniterated_nor_ranked_by_index():
     """With λ below every distance the identity is optimal: ADMM still iterates MIN_ITERATIONS
     times, and tied row sums give the greedy encoding-cost frames, not frames 0..k-1."""
