@@ -13,16 +13,19 @@ None`` take no log-mel input and are skipped) and each device, it times
   SGD step (AMP with a gradient scaler on GPU),
 
 after ``--warmup`` untimed iterations, and prints a markdown table of clips/s and peak
-memory: the process's peak RSS on CPU (``resource.getrusage``, which only grows, so
-later rows include earlier ones' peaks), ``torch.cuda.max_memory_allocated`` on GPU.
+memory: the peak RSS of a process that benchmarks that model alone on CPU (each model
+runs in its own subprocess; the training row's peak includes inference), and
+``torch.cuda.max_memory_allocated`` on GPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import inspect
+import json
 import platform
 import resource
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -138,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-classes", type=int, default=17)
     parser.add_argument("--devices", nargs="+", default=None, help="e.g. cpu cuda (default: cpu, and cuda if present)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # one model, rows as JSON
     args = parser.parse_args(argv)
     names = args.models or available_models()
     unknown = sorted(set(names) - set(available_models()))
@@ -152,10 +156,22 @@ def main(argv: list[str] | None = None) -> int:
     for name in skipped:
         print(f"skipping {name}: it declares no log-mel front-end (default_frontend = None)", file=sys.stderr)
     names = [n for n in names if n not in skipped]
+    if args.json:  # the child process of one model
+        rows = [row for d in devices for row in bench_one(names[0], torch.device(d), args.batch_size, args.warmup,
+                                                         args.steps, args.num_classes)]
+        print(json.dumps(rows))
+        return 0
     rows = []
-    for device in devices:
-        for name in names:
-            rows += bench_one(name, torch.device(device), args.batch_size, args.warmup, args.steps, args.num_classes)
+    for name in names:  # one process per model, so each peak RSS is that model's own
+        command = [sys.executable, __file__, "--json", "--models", name, "--devices", *devices,
+                   "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup),
+                   "--num-classes", str(args.num_classes)] + (["--threads", str(args.threads)] if args.threads else [])
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            print(f"{name}: failed\n{done.stderr.strip()}", file=sys.stderr)
+            continue
+        rows += json.loads(done.stdout.strip().splitlines()[-1])
+    rows.sort(key=lambda row: row["device"])
     gpu = f", GPU: {torch.cuda.get_device_name()}" if "cuda" in devices else ""
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} CPU threads{gpu}; 10 s clips\n")

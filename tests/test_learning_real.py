@@ -8,7 +8,8 @@ Bounded CPU budget, so the test departs from 004's recipe in three documented wa
 layers, pooling, BiGRU(100), max-pooling MIL); Adam (lr 2e-3) instead of SGD lr 0.1 with
 1e-3 clipping, which needs thousands of steps. The front-end is 004's (20 kHz, 60 mel).
 
-The bar: held-out mAP at least the label-prior baseline + 0.2 (measured +0.28). The prior baseline (every
+The bar: held-out mAP at least the label-prior baseline + 0.3 (measured 0.628 vs 0.266, +0.36,
+after 400 steps, about 3 minutes on a quiet 2-core CPU). The prior baseline (every
 clip scored by the class frequency) has an AP per class equal to that class's positive
 rate, so its mAP is the mean positive rate (about 0.25 here: 1-3 of 8 classes per clip).
 """
@@ -26,8 +27,8 @@ from conftest import shared_path
 
 TRAIN_CLIPS, VAL_CLIPS, TEST_CLIPS = 200, 40, 80
 SECONDS = 5.0
-TRAIN_STEPS = 150
-MARGIN = 0.2  # measured: test mAP 0.546 vs prior 0.266 (+0.28) after 150 steps
+TRAIN_STEPS = 400
+MARGIN = 0.3  # measured: test mAP 0.628 vs prior 0.266 (+0.36) after 400 steps
 
 
 @pytest.mark.slow
@@ -86,7 +87,7 @@ def test_crnn_learns_esc50_soundscapes(tmp_path_factory, all_cores):
     }
     print("\nreal-audio learning:", json.dumps(summary))
     assert metrics["mAP"] >= prior_map + MARGIN, summary
-    assert metrics["mAUC"] >= 0.65, summary  # measured 0.707
+    assert metrics["mAUC"] >= 0.70, summary  # measured 0.761
 
 
 def _adam(params):
