@@ -20,7 +20,10 @@ writes into ``DIR``:
   (:func:`avtag.metrics.ranking_scores`) and, when records carry strong labels (``events``)
   and the model has frame outputs, the segment-based localisation F1
   (:func:`avtag.metrics.segment_based_f1`);
-* ``per_class.md``: a per-class table (also printed).
+* ``per_class.md``: a per-class table (also printed);
+* ``failures.csv``: clips that could not be decoded, with the reason. A bad file costs
+  that clip only: it gets no tag (its labels count as misses) and is left out of the
+  ranking and localisation scores; everything else is still computed and written.
 
 Thresholds are never tuned on the evaluated manifest (004 §3.3: "the thresholds obtained on
 the validation data were directly applied to the test and evaluation data"). By default
@@ -73,13 +76,17 @@ def resolve_device(device: str) -> torch.device:
 @torch.inference_mode()
 def run_tagger(
     tagger: AudioTagger, dataset: ClipDataset, batch_size: int = 16, num_workers: int = 0
-) -> tuple[np.ndarray, np.ndarray | None, float | None]:
-    """Clip probabilities ``(N, C)``, frame probabilities ``(N, T', C)`` (or None) and the
-    frame hop of every clip of ``dataset``, in manifest order."""
+) -> tuple[np.ndarray, np.ndarray | None, float | None, dict[int, str]]:
+    """Clip probabilities ``(N, C)``, frame probabilities ``(N, T', C)`` (or None), the
+    frame hop of every clip of ``dataset`` in manifest order, and the clips that could not
+    be decoded (index -> one-line reason; their rows hold NaN) when the dataset reports
+    errors instead of raising them."""
     tagger.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     clip_chunks, frame_chunks, frame_hop = [], [], None
+    failures: dict[int, str] = {}
     for batch in loader:
+        failures |= {int(i): e for i, e in zip(batch["index"], batch["error"], strict=True) if e}
         output = tagger(batch["waveform"].to(tagger.device))
         clip_chunks.append(output.clip_probs.float().cpu().numpy())
         if output.frame_probs is not None:
@@ -87,7 +94,11 @@ def run_tagger(
             frame_hop = output.frame_hop
     clip_probs = np.concatenate(clip_chunks).astype(np.float64)
     frame_probs = np.concatenate(frame_chunks).astype(np.float64) if len(frame_chunks) == len(clip_chunks) else None
-    return clip_probs, frame_probs, frame_hop
+    failed = sorted(failures)
+    clip_probs[failed] = np.nan
+    if frame_probs is not None:
+        frame_probs[failed] = np.nan
+    return clip_probs, frame_probs, frame_hop, failures
 
 
 def load_thresholds(
@@ -114,9 +125,10 @@ def load_thresholds(
         )
     from avtag.thresholds import tune_thresholds
 
-    validation = ClipDataset(path, frontend=tagger.frontend, classes=tagger.classes)
-    probs, _, _ = run_tagger(tagger, validation, batch_size, num_workers)
-    tuned = tune_thresholds(validation.targets > 0.5, probs)
+    validation = ClipDataset(path, frontend=tagger.frontend, classes=tagger.classes, on_error="report")
+    probs, _, _, failures = run_tagger(tagger, validation, batch_size, num_workers)
+    decoded = np.setdiff1d(np.arange(len(probs)), list(failures))
+    tuned = tune_thresholds(validation.targets[decoded] > 0.5, probs[decoded])
     return np.asarray(tuned.thresholds, dtype=np.float64), f"tuned on {path} (004 section 3.3)"
 
 
@@ -149,10 +161,11 @@ def evaluate(
     manifest = Path(manifest)
     tagger = AudioTagger.from_pretrained(checkpoint).to(resolve_device(device))
     classes = tagger.classes
-    dataset = ClipDataset(manifest, frontend=tagger.frontend, classes=classes)
+    dataset = ClipDataset(manifest, frontend=tagger.frontend, classes=classes, on_error="report")
     thresholds, threshold_source = load_thresholds(thresholds_from, tagger, manifest, batch_size, num_workers)
-    clip_probs, frame_probs, frame_hop = run_tagger(tagger, dataset, batch_size, num_workers)
+    clip_probs, frame_probs, frame_hop, failures = run_tagger(tagger, dataset, batch_size, num_workers)
     records = dataset.records
+    decoded = [i for i in range(len(records)) if i not in failures]
     clip_seconds = dataset.clip_seconds or 0.0
     times = {
         r.id: (r.start or 0.0, r.end if r.end is not None else (r.start or 0.0) + (r.duration or clip_seconds))
@@ -161,12 +174,12 @@ def evaluate(
     localisation = None
     if frame_probs is not None and frame_hop is not None and any(record.events for record in records):
         segments = segment_based_f1(
-            list(frame_probs),
+            [frame_probs[i] for i in decoded],
             frame_hop,
             thresholds,
-            [record.events for record in records],
+            [records[i].events for i in decoded],
             classes,
-            clip_durations=[record.duration or clip_seconds for record in records],
+            clip_durations=[records[i].duration or clip_seconds for i in decoded],
         )
         localisation = {
             "segment_f1": segments.f1,
@@ -186,6 +199,7 @@ def evaluate(
         threshold_source=threshold_source,
         times=times,
         localisation=localisation,
+        failures={records[i].id: reason for i, reason in failures.items()},
     )
 
 
@@ -201,9 +215,14 @@ def write_outputs(
     threshold_source: str,
     times: dict[str, tuple[float, float]],
     localisation: dict[str, float] | None = None,
+    failures: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Decide with ``thresholds``, score, and write every output file of the module
-    docstring into ``out_dir``; returns the metrics (``header`` first)."""
+    docstring into ``out_dir``; returns the metrics (``header`` first).
+
+    ``failures`` (clip id -> reason) are clips that could not be decoded: they are listed
+    in ``failures.csv``, get no tag (so their labels count as misses in the tagging
+    scores) and are left out of the ranking scores (their probabilities are NaN)."""
     from avtag.metrics import ranking_scores, score_tagging, write_tag_file
 
     out = Path(out_dir)
@@ -216,10 +235,17 @@ def write_outputs(
         json.dumps({"classes": classes, "thresholds": thresholds.tolist(), "source": threshold_source}, indent=2) + "\n"
     )
 
+    failures = failures or {}
+    with (out / "failures.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["clip_id", "reason"])
+        writer.writerows(sorted(failures.items()))
+    decoded = np.array([rid not in failures for rid in ids], dtype=bool)
     tagging = score_tagging(truth, predicted, classes=classes)
-    ranking = ranking_scores(targets, clip_probs, classes)
+    ranking = ranking_scores(targets[decoded], clip_probs[decoded], classes)
     metrics: dict[str, Any] = header | {
         "clips": len(ids),
+        "failed_clips": len(failures),
         "thresholds": threshold_source,
         "micro": {"precision": tagging.precision, "recall": tagging.recall, "f1": tagging.f1},
         "macro_f1": tagging.macro_f1(),
@@ -306,7 +332,11 @@ def run_feature_model(
             frame_hop = loaded.hop_seconds * features.shape[1] / output.frame_probs.shape[1]
     clip_probs = np.concatenate(clip_chunks).astype(np.float64)
     frame_probs = np.concatenate(frame_chunks).astype(np.float64) if len(frame_chunks) == len(clip_chunks) else None
-    return clip_probs, frame_probs, frame_hop
+    failed = sorted(failures)
+    clip_probs[failed] = np.nan
+    if frame_probs is not None:
+        frame_probs[failed] = np.nan
+    return clip_probs, frame_probs, frame_hop, failures
 
 
 def load_feature_thresholds(

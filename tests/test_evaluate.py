@@ -50,7 +50,7 @@ def test_outputs_match_the_tagger_and_the_scorers(setup, tmp_path, capsys):
     assert main(["--checkpoint", str(setup["checkpoint"]), "--manifest", str(setup["test"]), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "| class |" in printed and "micro P" in printed
-    assert {p.name for p in out.iterdir()} == {"predictions.csv", "probabilities.csv", "thresholds.json", "metrics.json", "per_class.md"}
+    assert {p.name for p in out.iterdir()} == {"predictions.csv", "probabilities.csv", "thresholds.json", "metrics.json", "per_class.md", "failures.csv"}
 
     header, ids, probs = _probabilities(out / "probabilities.csv")
     assert header == ["id", *TONE_CLASSES]
@@ -124,3 +124,32 @@ def test_bad_inputs_exit_2(setup, tmp_path, capsys):
         assert exit_info.value.code == 2
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and err.startswith("error:")
+
+
+def test_a_corrupt_clip_costs_only_that_clip(setup, tmp_path):
+    """One undecodable file: listed in failures.csv, no tag (its labels are misses), left
+    out of the ranking scores; the other clips are scored exactly as without it."""
+    from avtag.data.manifests import read_manifest, write_manifest
+
+    records = read_manifest(setup["test"])
+    bad = tmp_path / "corrupt.wav"
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really audio")
+    broken = [*records[:-1], records[-1]]
+    broken[-1] = type(records[-1]).from_json(records[-1].to_json() | {"audio": str(bad)})
+    folder = setup["test"].parent  # the records' audio paths are relative to it
+    manifest = write_manifest(broken, folder / "test_with_corrupt.jsonl")
+    reference = write_manifest(records[:-1], folder / "test_without_last.jsonl")
+    for name, path in (("with", manifest), ("without", reference)):
+        assert main(["--checkpoint", str(setup["checkpoint"]), "--manifest", str(path), "--out", str(tmp_path / name)]) == 0
+
+    with (tmp_path / "with" / "failures.csv").open() as fh:
+        failures = list(csv.DictReader(fh))
+    assert [f["clip_id"] for f in failures] == [records[-1].id] and "corrupt.wav" in failures[0]["reason"]
+    with_bad = json.loads((tmp_path / "with" / "metrics.json").read_text())
+    without = json.loads((tmp_path / "without" / "metrics.json").read_text())
+    assert with_bad["failed_clips"] == 1 and with_bad["clips"] == len(records)
+    assert with_bad["mAP"] == pytest.approx(without["mAP"])  # ranking over the decoded clips only
+    missed = len(records[-1].labels)
+    per_class_fn = sum(c["fn"] for c in with_bad["per_class"].values())
+    assert per_class_fn == sum(c["fn"] for c in without["per_class"].values()) + missed
+    assert not read_tag_file(tmp_path / "with" / "predictions.csv").get(records[-1].id)

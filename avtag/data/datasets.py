@@ -64,6 +64,12 @@ class ClipDataset(Dataset):
             2017 events).
         frontend: a :class:`LogMelFrontEnd` or its ``config`` dict; supplies
             ``sample_rate`` and ``clip_seconds``.
+        on_error: ``"raise"`` (training: a clip that cannot be decoded stops with its
+            one-line error; packed data was decoded when it was packed) or ``"report"``
+            (evaluation: the item carries silence and its ``"error"`` message, so one bad
+            file costs one clip, not the run).
+
+    Every item has an ``"error"`` entry: ``""`` for a clip that decoded.
     """
 
     def __init__(
@@ -75,7 +81,11 @@ class ClipDataset(Dataset):
         *,
         frontend: LogMelFrontEnd | dict[str, Any] | None = None,
         base_dir: str | Path | None = None,
+        on_error: str = "raise",
     ) -> None:
+        if on_error not in ("raise", "report"):
+            raise ValueError(f"on_error must be 'raise' or 'report', got {on_error!r}")
+        self.on_error = on_error
         if frontend is not None:
             config = frontend.config if isinstance(frontend, LogMelFrontEnd) else dict(frontend)
             sample_rate = int(config["sample_rate"])
@@ -107,10 +117,16 @@ class ClipDataset(Dataset):
         return len(self.records)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        waveform = torch.from_numpy(self.load_waveform(index))
+        error = ""
+        try:
+            waveform = torch.from_numpy(self.load_waveform(index))
+        except AvtagError as err:
+            if self.on_error == "raise":
+                raise
+            waveform, error = torch.zeros(self.clip_samples or 1), str(err)
         if self.clip_samples is not None:
             waveform = fit_length(waveform, self.clip_samples)
-        return {"waveform": waveform, "target": torch.from_numpy(self.targets[index]), "index": index}
+        return {"waveform": waveform, "target": torch.from_numpy(self.targets[index]), "index": index, "error": error}
 
     # ------------------------------------------------------------------ loading
 
