@@ -244,9 +244,18 @@ class TaggingModule(L.LightningModule):
             config["monitor"] = self.scheduler_monitor
         return {"optimizer": optimizer, "lr_scheduler": config}
 
+    def on_train_start(self) -> None:
+        """Models whose loss weights come from the training labels (M&mnet's eq. 11 with
+        ``class_weights: auto``) get them here, once the training data is loaded."""
+        if not getattr(self.model, "auto_class_weights", False):
+            return
+        loader = self.trainer.train_dataloader
+        targets = getattr(getattr(loader, "dataset", None), "targets", None)
+        if targets is None:
+            raise AvtagError("class_weights: auto needs a training dataset with a .targets label matrix")
+        self.model.fit_class_weights(targets)
+
     def on_fit_start(self) -> None:
-        if hasattr(self.model, "fit_class_weights"):  # e.g. M&mnet's eq. 11 weights, class_weights: auto
-            self.model.fit_class_weights(self.trainer.datamodule.datasets["train"].targets)
         count = self.feature_statistics_clips
         if count <= 0 or self.frontend is None or self.frontend.standardize:
             return

@@ -254,7 +254,7 @@ def test_auto_class_weights_follow_eq_11_and_are_saved():
         MMNet(**(SMALL | {"class_weights": "sometimes"}))
 
 
-def test_training_module_fits_auto_class_weights_at_fit_start():
+def test_training_module_fits_auto_class_weights_when_training_starts():
     from types import SimpleNamespace
 
     from avtag.train import TaggingModule
@@ -263,6 +263,38 @@ def test_training_module_fits_auto_class_weights_at_fit_start():
         model_name="mmnet", model_args=SMALL | {"class_weights": "auto"}, frontend="mmnet", classes=["a", "b", "c", "d"]
     )
     targets = np.array([[1, 0, 0, 0], [1, 1, 0, 0], [1, 0, 1, 0]], dtype=np.float32)
-    module._trainer = SimpleNamespace(datamodule=SimpleNamespace(datasets={"train": SimpleNamespace(targets=targets)}))
-    module.on_fit_start()
+    module._trainer = SimpleNamespace(train_dataloader=SimpleNamespace(dataset=SimpleNamespace(targets=targets)))
+    module.on_train_start()
     torch.testing.assert_close(module.model.class_weights, torch.tensor(class_loss_weights(targets)))
+
+
+def test_auto_class_weights_train_through_lightning(tmp_path):
+    """End to end: a Lightning fit with class_weights: auto sets the eq. 11 weights from the
+    training loader's labels (also without a data module), and without "auto" nothing changes."""
+    import lightning as L
+    from torch.utils.data import DataLoader, Dataset
+
+    from avtag.train import TaggingModule
+
+    features, targets = make_tone_features(16, num_classes=4, frames=64, n_mels=16, seed=0)
+
+    class Clips(Dataset):
+        def __init__(self):
+            self.targets = np.asarray(targets)
+
+        def __len__(self):
+            return len(features)
+
+        def __getitem__(self, i):
+            return {"features": torch.as_tensor(features[i]), "target": torch.as_tensor(targets[i])}
+
+    for weights in ("auto", None):
+        module = TaggingModule(model_name="mmnet", model_args=SMALL | {"class_weights": weights}, frontend=None,
+                               classes=["a", "b", "c", "d"])
+        trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+        trainer.fit(module, train_dataloaders=DataLoader(Clips(), batch_size=8))
+        if weights == "auto":
+            torch.testing.assert_close(module.model.class_weights, torch.tensor(class_loss_weights(targets)))
+        else:
+            assert module.model.class_weights is None
