@@ -351,6 +351,7 @@ def _quiet_lightning() -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
+@cli_guard
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     _quiet_lightning()
@@ -376,4 +377,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    cli_guard(main)()
+    main()
