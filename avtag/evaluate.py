@@ -235,11 +235,12 @@ def write_outputs(
         json.dumps({"classes": classes, "thresholds": thresholds.tolist(), "source": threshold_source}, indent=2) + "\n"
     )
 
+    if failures is not None:  # decoded inputs: always say which failed, even none
+        with (out / "failures.csv").open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["clip_id", "reason"])
+            writer.writerows(sorted(failures.items()))
     failures = failures or {}
-    with (out / "failures.csv").open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["clip_id", "reason"])
-        writer.writerows(sorted(failures.items()))
     decoded = np.array([rid not in failures for rid in ids], dtype=bool)
     tagging = score_tagging(truth, predicted, classes=classes)
     ranking = ranking_scores(targets[decoded], clip_probs[decoded], classes)
@@ -332,11 +333,7 @@ def run_feature_model(
             frame_hop = loaded.hop_seconds * features.shape[1] / output.frame_probs.shape[1]
     clip_probs = np.concatenate(clip_chunks).astype(np.float64)
     frame_probs = np.concatenate(frame_chunks).astype(np.float64) if len(frame_chunks) == len(clip_chunks) else None
-    failed = sorted(failures)
-    clip_probs[failed] = np.nan
-    if frame_probs is not None:
-        frame_probs[failed] = np.nan
-    return clip_probs, frame_probs, frame_hop, failures
+    return clip_probs, frame_probs, frame_hop
 
 
 def load_feature_thresholds(

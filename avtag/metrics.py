@@ -351,25 +351,8 @@ def ranking_scores(y_true: np.ndarray, y_score: np.ndarray, classes: Sequence[st
 
 
 @dataclass(frozen=True)
-class SegmentScores:
+class SegmentScores(ClassScores):
     """Segment-based counts (micro over classes) and the derived scores."""
-
-    tp: int
-    fp: int
-    fn: int
-
-    @property
-    def precision(self) -> float:
-        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
-
-    @property
-    def recall(self) -> float:
-        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
-
-    @property
-    def f1(self) -> float:
-        denominator = 2 * self.tp + self.fp + self.fn
-        return 2 * self.tp / denominator if denominator else 0.0
 
 
 def _span_segments(onset: float, offset: float, segment: float, num_segments: int) -> slice:

@@ -8,7 +8,6 @@ import numpy as np
 
 import pytest
 import torch
-from sklearn.metrics import average_precision_score
 
 from avtag.audio.models import TaggingOutput, build_model, from_pretrained
 from avtag.audio.models.mmnet import (
@@ -21,6 +20,7 @@ from avtag.audio.models.mmnet import (
     weighted_cross_entropy,
 )
 from avtag.data.synthetic import make_tone_features
+from conftest import train_and_score
 
 SMALL = dict(num_classes=4, n_mels=16, channels=[16, 16, 32, 32], attention_heads=3, micro_hidden=16)
 
@@ -204,32 +204,6 @@ def test_serialize_round_trip(cls, tmp_path):
     x = torch.randn(2, 48, 16)
     with torch.no_grad():
         torch.testing.assert_close(restored(x).clip_probs, model(x).clip_probs)
-
-
-def train_and_score(model: torch.nn.Module, steps: int = 40, lr: float = 3e-3) -> tuple[float, float]:
-    """Held-out mAP of ``model`` on the synthetic weak-label task before and after a
-    short Adam run on clip labels only."""
-    features, targets = make_tone_features(160, num_classes=4, frames=160, n_mels=16, seed=1, contrast=2.0)
-    x, y = torch.from_numpy(features), torch.from_numpy(targets)
-    train_x, train_y, test_x, test_y = x[:128], y[:128], x[128:], y[128:]
-
-    def score() -> float:
-        model.eval()
-        with torch.no_grad():
-            probs = model(test_x).clip_probs
-        return float(average_precision_score(test_y.numpy(), probs.numpy(), average="macro"))
-
-    before = score()
-    torch.manual_seed(0)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    for _ in range(steps):
-        batch = torch.randint(0, len(train_x), (16,))
-        loss = model.loss(model(train_x[batch]), train_y[batch])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return before, score()
 
 
 @pytest.mark.parametrize("name, macro", [("mmnet", "convnet"), ("mmnet", "resnet"), ("mmnet_ms", "convnet")])
