@@ -53,7 +53,7 @@ def _shown_keyframes(result: AnalysisResult) -> list:
             seen.add(round(k.time, 3))
             frames.append(k)
     if len(frames) <= MAX_KEYFRAMES_SHOWN:
-        return frames
+        return sorted(frames, key=lambda k: k.time)
     firsts = {k.window: k for k in reversed(frames)}  # first key frame of each window
     chosen = list(firsts.values())[:MAX_KEYFRAMES_SHOWN]
     for frame in frames:
