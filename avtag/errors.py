@@ -44,6 +44,20 @@ class ManifestError(InputFileError):
     """A manifest that is malformed or names absent files."""
 
 
+def check_input_file(
+    path: str | Path, expected: str = "a media file", error: type[InputFileError] = InputFileError
+) -> Path:
+    """The one-line errors every reader shares: a missing path, a directory, an empty file."""
+    path = Path(path)
+    if not path.exists():
+        raise error("no such file", path)
+    if path.is_dir():
+        raise error(f"is a directory, expected {expected}", path)
+    if path.stat().st_size == 0:
+        raise error(f"empty file (0 bytes), expected {expected}", path)
+    return path
+
+
 F = TypeVar("F", bound=Callable[..., int | None])
 
 

@@ -67,7 +67,7 @@ from typing import Any
 
 import numpy as np
 
-from avtag.errors import AvtagError, CheckpointError, InputFileError, cli_guard
+from avtag.errors import AvtagError, CheckpointError, InputFileError, check_input_file, cli_guard
 from avtag.events import event_names
 from avtag.fusion import describe_video_config
 
@@ -485,9 +485,9 @@ def analyse(
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     path = Path(path)
-    check_input_file(path)
+    check_input_file(path, "a video or audio file")
     if audio_path is not None:
-        check_input_file(Path(audio_path))
+        check_input_file(audio_path, "an audio or video file")
     info = probe(path)
     if not info.has_video and not info.has_audio:
         raise InputFileError("has neither a video nor an audio stream", path)
@@ -629,16 +629,6 @@ def analyse(
     )
 
 
-def check_input_file(path: Path) -> None:
-    """One-line errors for a missing, directory or empty input file."""
-    if not path.exists():
-        raise InputFileError("no such file", path)
-    if path.is_dir():
-        raise InputFileError("is a directory, expected a video or audio file", path)
-    if path.stat().st_size == 0:
-        raise InputFileError("empty file (0 bytes)", path)
-
-
 def video_decode_args(branch) -> dict[str, Any]:
     """``fps``/``max_side`` of the branch's configuration, for :func:`avtag.video.decode.decode_video`."""
     config = getattr(branch, "config", None)
@@ -743,9 +733,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Cheap checks first, so a user error costs no model loading.
     if args.report and Path(args.report).suffix.lower() not in (".html", ".htm", ".png"):
         raise AvtagError(f"--report must end in .html or .png: {args.report}")
-    check_input_file(Path(args.video))
+    check_input_file(args.video, "a video or audio file")
     if args.audio:
-        check_input_file(Path(args.audio))
+        check_input_file(args.audio, "an audio or video file")
     fusion = None
     if args.fusion:
         from avtag.fusion import FusionModel

@@ -25,7 +25,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from avtag.errors import AudioDecodeError
+from avtag.errors import AudioDecodeError, check_input_file
 
 # Containers that libsndfile never reads; go straight to PyAV for these.
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4a", ".m4v", ".mkv", ".webm", ".mov", ".avi", ".aac", ".wmv", ".flv", ".3gp", ".ts"})
@@ -47,15 +47,6 @@ class AudioInfo:
         return self.frames / self.sample_rate if self.sample_rate else 0.0
 
 
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise AudioDecodeError("no such file", path)
-    if path.is_dir():
-        raise AudioDecodeError("is a directory, not an audio file", path)
-    if path.stat().st_size == 0:
-        raise AudioDecodeError("empty file (0 bytes)", path)
-
-
 def _describe_libsndfile_error(err: Exception) -> str:
     text = str(err).split(":", 1)[-1].strip() if ":" in str(err) else str(err)
     return text or type(err).__name__
@@ -64,7 +55,7 @@ def _describe_libsndfile_error(err: Exception) -> str:
 def audio_info(path: str | Path) -> AudioInfo:
     """Sample rate, channel count, frame count and format of an audio (or video) file."""
     path = Path(path)
-    _check_file(path)
+    check_input_file(path, "an audio file", AudioDecodeError)
     if path.suffix.lower() not in VIDEO_SUFFIXES:
         try:
             info = sf.info(str(path))
@@ -90,7 +81,7 @@ def load_audio(
     the first ``max_seconds`` of the file (cheap on long recordings).
     """
     path = Path(path)
-    _check_file(path)
+    check_input_file(path, "an audio file", AudioDecodeError)
     if path.suffix.lower() in VIDEO_SUFFIXES:
         samples, sr = _pyav_decode(path, max_seconds, None)
     else:

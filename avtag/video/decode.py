@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avtag.errors import InputFileError, VideoDecodeError
+from avtag.errors import VideoDecodeError, check_input_file
 
 SILENCE_PEAK = 1e-4  # -80 dBFS: a track whose peak stays below this is reported as silent
 VFR_SPREAD = 0.10  # relative spread of frame intervals above which the stream is variable-rate
@@ -91,15 +91,6 @@ class DecodedVideo:
     def size(self) -> tuple[int, int]:
         """(height, width) of the decoded frames."""
         return int(self.frames.shape[1]), int(self.frames.shape[2])
-
-
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise InputFileError("no such file", path)
-    if path.is_dir():
-        raise InputFileError("is a directory, expected a video file", path)
-    if path.stat().st_size == 0:
-        raise VideoDecodeError("empty file, not a video", path)
 
 
 def _clean(err: BaseException) -> str:
@@ -152,7 +143,7 @@ def probe(path: str | Path) -> VideoProbe:
     import av
 
     path = Path(path)
-    _check_file(path)
+    check_input_file(path, "a video file", VideoDecodeError)
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError, ValueError) as err:
