@@ -1,24 +1,40 @@
-"""The ``avtag`` command.
+"""The ``avtag`` command: one verb per entry point, each a thin door to its module.
 
-``avtag export CKPT OUT/``
-    Write a Lightning checkpoint (or another export) as an :class:`AudioTagger` export:
-    ``OUT/model.safetensors`` + ``OUT/config.json`` (``"frontend": null`` for a model
-    trained on precomputed features). Loading reads tensors with safetensors
-    and checkpoints with ``torch.load(weights_only=True)``: no code is ever unpickled.
-``avtag models``
-    List the registered model names.
-``avtag evaluate ...``
-    Same as ``python -m avtag.evaluate ...``.
+==================  =========================================================  ==============================
+verb                what                                                       same as
+==================  =========================================================  ==============================
+``run``             tag clips (audio, video, fusion)                           ``python -m avtag.run``
+``train``           LightningCLI training (``fit``/``validate``/``test``/...)   ``python -m avtag.train``
+``evaluate``        evaluate an audio tagger on a manifest                     ``python -m avtag.evaluate``
+``eval-batch``      resumable audio/video/fused batch evaluation               ``scripts/eval_dcase17.py``
+``fusion``          fit a fusion file on a validation evaluation run           ``python -m avtag.fusion``
+``prepare``         corpus recipes (``dcase17``, ``soundscapes``, ...)         ``scripts/prepare_*.py``
+``export``          checkpoint -> safetensors + config.json                    —
+``models``          the registered models (``--verbose``: constructor args)    —
+``doctor``          versions, embedded weights, CUDA; non-zero on a problem    ``python -m avtag --version --verbose``
+==================  =========================================================  ==============================
 
-Training has its own LightningCLI: ``python -m avtag.train fit --config ...``.
+Verbs that own a parser elsewhere get the rest of the command line unchanged.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from avtag.errors import cli_guard
+
+# verb -> (module, function, help): the module's ``main(argv)`` receives the remaining arguments.
+DELEGATED: dict[str, tuple[str, str, str]] = {
+    "run": ("avtag.run", "main", "tag audio/video files (see: avtag run -h)"),
+    "train": ("avtag.train", "main", "train with LightningCLI (see: avtag train -h)"),
+    "evaluate": ("avtag.evaluate", "main", "evaluate a tagger on a manifest (see: avtag evaluate -h)"),
+    "eval-batch": ("avtag.evaluation.cli", "main", "resumable batch evaluation of audio/video/fused systems"),
+    "fusion": ("avtag.fusion", "main", "fit a fusion file from a validation evaluation run"),
+    "prepare": ("avtag.recipes.cli", "main", "corpus recipes: pair, report, pack, write manifests"),
+    "doctor": ("avtag.doctor", "main", "check the installation: versions, embedded weights, CUDA"),
+}
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -44,25 +60,44 @@ def _models(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="avtag", description="Weakly-labelled sound-event tagging.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="store_true", help="print the version (with --verbose: run doctor)")
+    parser.add_argument("--verbose", action="store_true", help=argparse.SUPPRESS)
+    commands = parser.add_subparsers(dest="command")
+    for verb, (_, _, help_text) in DELEGATED.items():
+        commands.add_parser(verb, help=help_text, add_help=False)
     export = commands.add_parser("export", help="export a checkpoint as safetensors + config.json")
     export.add_argument("checkpoint", help="Lightning .ckpt, torch.save-d serialize() file or export directory")
     export.add_argument("out", help="output directory")
     export.set_defaults(run=_export)
     models = commands.add_parser("models", help="list the registered models")
     models.set_defaults(run=_models)
-    commands.add_parser("evaluate", help="evaluate a tagger on a manifest (see: avtag evaluate -h)", add_help=False)
     return parser
+
+
+def _delegate(verb: str, argv: list[str]) -> int | None:
+    module_name, function, _ = DELEGATED[verb]
+    entry = getattr(importlib.import_module(module_name), function)
+    entry = getattr(entry, "__wrapped__", entry)  # already inside this cli_guard
+    return entry(argv)
 
 
 @cli_guard
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["evaluate"]:
-        from avtag.evaluate import main as evaluate_main
+    if argv[:1] and argv[0] in DELEGATED:
+        return _delegate(argv[0], argv[1:]) or 0
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        if args.verbose:
+            return _delegate("doctor", [])
+        import avtag
 
-        return evaluate_main.__wrapped__(argv[1:])  # already inside this cli_guard
-    args = build_parser().parse_args(argv)
+        print(f"avtag {avtag.__version__}")
+        return 0
+    if args.command is None:
+        parser.print_help()
+        return 2
     return args.run(args)
 
 

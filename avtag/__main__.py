@@ -1,0 +1,7 @@
+"""``python -m avtag ...`` is the ``avtag`` command."""
+
+import sys
+
+from avtag.cli import main
+
+sys.exit(main())

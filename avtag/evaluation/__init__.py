@@ -1,0 +1,1 @@
+"""Batch evaluation: per-clip journal, output writers, the resumable evaluation loop."""

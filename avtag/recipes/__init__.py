@@ -1,0 +1,1 @@
+"""Corpus recipes (one module per corpus): pair lists with clips, report, pack, write manifests."""
