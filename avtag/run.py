@@ -70,8 +70,8 @@ import numpy as np
 from avtag.errors import AvtagError, CheckpointError, InputFileError, check_input_file, cli_guard
 from avtag.events import event_names
 from avtag.fusion import describe_video_config
+from avtag.inference.windows import MIN_GAP_SECONDS, active_ranges, event_time_ranges, merge_window_frames, window_starts  # noqa: F401
 
-MIN_GAP_SECONDS = 0.3
 DEFAULT_WINDOW_SECONDS = 10.0  # DCASE 2017 clip length
 DEFAULT_VIDEO_THRESHOLD = 0.5  # untuned video branch: most of the visual object mass on the event
 DISPLAY_SAMPLE_RATE = 20000  # audio decoded for the report's spectrogram when no audio model runs
@@ -215,56 +215,6 @@ class AnalysisResult:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def window_starts(duration: float, window: float, hop: float | None = None) -> list[float]:
-    """Start times of the analysis windows (see module docstring)."""
-    hop = window / 2.0 if hop is None else hop
-    if duration <= window + 1e-6:
-        return [0.0]
-    starts = [k * hop for k in range(int(math.floor((duration - window) / hop + 1e-9)) + 1)]
-    if starts[-1] + window < duration - 1e-6:
-        starts.append(duration - window)
-    return [round(s, 6) for s in starts]
-
-
-def merge_window_frames(
-    frame_probs: Sequence[np.ndarray], starts: Sequence[float], frame_hop: float, duration: float
-) -> np.ndarray:
-    """Max-merge per-window frame probabilities ``(T', C)`` onto one timeline at ``frame_hop``."""
-    total = max(1, int(math.ceil(duration / frame_hop - 1e-6)))
-    merged = np.zeros((total, frame_probs[0].shape[1]))
-    for probs, start in zip(frame_probs, starts, strict=True):
-        offset = int(round(start / frame_hop))
-        count = min(len(probs), total - offset)
-        if count > 0:
-            merged[offset:offset + count] = np.maximum(merged[offset:offset + count], probs[:count])
-    return merged
-
-
-def active_ranges(active: np.ndarray, frame_hop: float, min_gap: float = MIN_GAP_SECONDS) -> list[tuple[float, float]]:
-    """Runs of ``active`` frames as (onset, offset) seconds, bridging gaps of ``<= min_gap``."""
-    padded = np.concatenate([[False], np.asarray(active, dtype=bool), [False]])
-    change = np.diff(padded.astype(np.int8))
-    onsets, offsets = np.flatnonzero(change == 1), np.flatnonzero(change == -1)
-    ranges: list[list[float]] = []
-    for on, off in zip(onsets, offsets, strict=True):
-        start, end = on * frame_hop, off * frame_hop
-        if ranges and start - ranges[-1][1] <= min_gap + 1e-9:
-            ranges[-1][1] = end
-        else:
-            ranges.append([start, end])
-    return [(round(float(a), 3), round(float(b), 3)) for a, b in ranges]
-
-
-def event_time_ranges(frame_probs: np.ndarray, frame_hop: float, thresholds: np.ndarray, events: Sequence[int],
-                      classes: Sequence[str], duration: float) -> dict[str, list[tuple[float, float]]]:
-    """Time ranges of ``events`` from the merged frame probabilities, clipped to the file."""
-    ranges = {}
-    for c in events:
-        spans = active_ranges(frame_probs[:, c] >= thresholds[c], frame_hop)
-        ranges[classes[c]] = [(a, min(b, float(duration))) for a, b in spans if a < duration]
-    return ranges
 
 
 def load_audio_tagger(path: str | Path, device: str = "cpu"):
