@@ -128,7 +128,7 @@ class TaggingModel(nn.Module):
 
 _REGISTRY: dict[str, type[TaggingModel]] = {}
 # One module per paper; imported on first look-up so `import avtag.audio` stays light.
-MODEL_MODULES = ("crnn", "multilevel", "sca", "mmnet", "glat", "cnn10")
+MODEL_MODULES = ("crnn", "multilevel", "sca", "mmnet", "glat", "cnn10", "resnet38")
 
 M = TypeVar("M", bound=type[TaggingModel])
 
