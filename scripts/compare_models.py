@@ -14,7 +14,7 @@ Protocol (the same for every family):
   :func:`avtag.data.soundscapes.make_soundscapes` (recordings split by source between
   train and test); validation = further soundscapes from the train recordings. Clip labels
   are the mixed events; the known onsets/offsets are the localisation truth.
-* Features: each family uses its paper's front-end preset ("crnn", "cnn", "mmnet");
+* Features: each family uses its paper's front-end preset ("crnn", "xu", "sca", "mmnet");
   ``--frontend PRESET`` forces one preset on all. Waveforms are resampled once per
   preset with torchaudio.
 * Budget: ``--budget steps`` (default) gives every family the same number of optimizer
@@ -76,17 +76,18 @@ class Family:
 def families(quick: bool) -> list[Family]:
     """The compared models; ``quick`` shrinks the widths for a CPU smoke run."""
     crnn_small = dict(conv_channels=[16, 16, 32, 32], rnn_hidden=32) if quick else {}
+    mmnet_small = dict(channels=[32, 64, 96, 96], classifier_hidden=[128], attention_heads=16) if quick else {}
     rows = [Family(f"crnn ({p})", "crnn", "crnn", dict(pooling=p, **crnn_small)) for p in POOLINGS]
     rows += [
         Family(
             "multilevel",
             "multilevel",
-            "cnn",
+            "xu",
             dict(encoder_channels=16, encoder_dim=64, hidden_dim=64, gru_hidden=32, depth=3) if quick else {},
         ),
-        Family("sca", "sca", "cnn", dict(channels=[8, 16, 16, 32, 32, 64, 64], reduction=4) if quick else {}),
-        Family("mmnet", "mmnet", "mmnet", dict(channels=[64, 64, 128, 128], micro_hidden=64) if quick else {}),
-        Family("mmnet_ms", "mmnet_ms", "mmnet", dict(channels=[64, 64, 128, 128], micro_hidden=64) if quick else {}),
+        Family("sca", "sca", "sca", dict(channels=[8, 16, 16, 32, 32, 64, 64], reduction=4) if quick else {}),
+        Family("mmnet", "mmnet", "mmnet", mmnet_small),
+        Family("mmnet_ms", "mmnet_ms", "mmnet", mmnet_small),
         Family(
             "glat (crnn)",
             "glat",

@@ -47,6 +47,17 @@ def test_clip_and_frame_outputs_use_the_same_classifier():
     torch.testing.assert_close(out.frame_probs, expected_frames)
 
 
+def test_no_dropout_before_the_output_layer_as_panns_cnn10():
+    """PANNs' Cnn10 drops out before fc1 only; the output layer sees relu(fc1(x)) as is."""
+    model = CNN10(**SMALL).train()
+    pooled = torch.randn(3, 32)
+    torch.manual_seed(0)
+    first = model.classify(pooled)
+    torch.manual_seed(0)
+    mask_input = model.classifier_dropout(pooled)
+    torch.testing.assert_close(first, model.fc_classes(torch.relu(model.fc_embedding(mask_input))))
+
+
 def test_gradients_reach_every_parameter():
     torch.manual_seed(0)
     model = CNN10(**SMALL).train()

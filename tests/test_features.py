@@ -11,7 +11,10 @@ import torch
 from avtag.audio.features import PRESETS, LogMelFrontEnd, expected_frames, fit_statistics, mixdown
 
 
-@pytest.mark.parametrize(("preset", "frames", "mels"), [("crnn", 2000, 60), ("mmnet", 861, 128), ("cnn", 1000, 64)])
+@pytest.mark.parametrize(
+    ("preset", "frames", "mels"),
+    [("crnn", 2000, 60), ("mmnet", 896, 128), ("cnn", 1000, 64), ("xu", 240, 64), ("sca", 400, 64)],
+)
 def test_presets_give_the_papers_shapes_for_10_s(preset, frames, mels):
     frontend = LogMelFrontEnd.from_preset(preset)
     assert frontend.clip_samples == 10 * frontend.sample_rate
@@ -19,6 +22,20 @@ def test_presets_give_the_papers_shapes_for_10_s(preset, frames, mels):
     assert features.shape == (2, frames, mels) == (2, frontend.clip_frames, frontend.n_mels)
     assert features.dtype == torch.float32 and torch.isfinite(features).all()
     assert expected_frames(10.0, preset) == frames
+
+
+def test_xu_preset_matches_the_authors_front_end():
+    """000's DCASE17 front-end is Xu et al.'s: 16 kHz, Hamming 1024, hop 664, magnitude, 64 mel to 8 kHz."""
+    frontend = LogMelFrontEnd.from_preset("xu")
+    assert (frontend.sample_rate, frontend.n_fft, frontend.hop_length, frontend.n_mels) == (16000, 1024, 664, 64)
+    assert (frontend.window, frontend.power, frontend.f_max, frontend.log_offset) == ("hamming", 1.0, 8000.0, 1e-8)
+    assert LogMelFrontEnd(**frontend.config).window == "hamming"
+
+
+def test_mmnet_hop_gives_the_018_s_segments_of_002():
+    frontend = LogMelFrontEnd.from_preset("mmnet")
+    assert frontend.hop_length == 492
+    assert 16 * frontend.hop_seconds == pytest.approx(0.18, abs=0.002)
 
 
 def test_crnn_preset_matches_004():
@@ -82,7 +99,7 @@ def test_config_round_trip_and_device():
 def test_unknown_preset():
     with pytest.raises(ValueError, match="unknown front-end preset"):
         LogMelFrontEnd.from_preset("vggish")
-    assert set(PRESETS) == {"crnn", "mmnet", "cnn"}
+    assert set(PRESETS) == {"crnn", "mmnet", "cnn", "xu", "sca"}
 
 
 def test_fit_statistics_standardises_training_features_and_travels_in_state_dict():

@@ -197,3 +197,70 @@ def test_learns_the_weak_label_task():
         optimizer.step()
     after = score()
     assert after > 0.85 and after > before + 0.2
+
+
+# --------------------------------------------------------------------------- authors' variant
+
+
+def _cnn10_export(tmp_path):
+    from avtag.audio.features import LogMelFrontEnd
+    from avtag.audio.models import build_model
+    from avtag.audio.tagger import AudioTagger
+
+    torch.manual_seed(1)
+    backbone = build_model("cnn10", **BACKBONES["cnn10"])
+    tagger = AudioTagger(backbone, LogMelFrontEnd.from_preset("cnn", n_mels=16), classes=list("abcd"))
+    return backbone, tagger.export(tmp_path / "cnn10_export")
+
+
+def test_authors_variant_loads_freezes_and_trains_the_local_stream_only(tmp_path):
+    """WangHelin1997/GL-AT main.py: a pretrained global stream in eval mode, never optimised,
+    the local loss only; tau = 2 s; the local stream may start from the same weights."""
+    backbone, export = _cnn10_export(tmp_path)
+    model = GLAT(backbone="cnn10", backbone_args=BACKBONES["cnn10"], local_seconds=2.0, global_export=str(export),
+                 freeze_global=True, loss_streams="local", local_from_global=True)
+    for key, value in backbone.state_dict().items():
+        torch.testing.assert_close(model.global_stream.state_dict()[key], value)
+        torch.testing.assert_close(model.local_stream.state_dict()[key], value)
+    assert model.local_frames == 200  # 2 s at 100 frames/s
+    model.train()
+    assert not model.global_stream.training and model.local_stream.training
+    assert all(not p.requires_grad for p in model.global_stream.parameters())
+    targets = torch.tensor([[1.0, 0, 0, 1]] * 2)
+    output = model(torch.randn(2, 400, 16))
+    loss = model.loss(output, targets)
+    torch.testing.assert_close(loss, binary_cross_entropy(output.extras["local_clip_probs"], targets))
+    loss.backward()
+    assert all(p.grad is None for p in model.global_stream.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.local_stream.parameters())
+    # the export path is not recorded: a rebuilt model takes the weights from the state dict
+    assert model.model_args["global_export"] is None
+    restored = from_pretrained(model.serialize()).eval()
+    model.eval()
+    x = torch.randn(1, 400, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(restored(x).clip_probs, model(x).clip_probs)
+
+
+def test_authors_variant_refuses_a_wrong_or_missing_export(tmp_path):
+    from avtag.errors import CheckpointError
+
+    _, export = _cnn10_export(tmp_path)
+    with pytest.raises(CheckpointError, match="cnn10"):
+        GLAT(backbone="crnn", backbone_args=BACKBONES["crnn"], global_export=str(export))
+    with pytest.raises(CheckpointError):
+        GLAT(backbone="cnn10", backbone_args=BACKBONES["cnn10"], global_export=str(tmp_path / "absent"))
+    with pytest.raises(ValueError, match="local_from_global"):
+        GLAT(backbone="cnn10", backbone_args=BACKBONES["cnn10"], local_from_global=True)
+    with pytest.raises(ValueError, match="loss_streams"):
+        GLAT(backbone="cnn10", backbone_args=BACKBONES["cnn10"], loss_streams="global")
+
+
+def test_paper_default_trains_both_streams():
+    model = small_glat("cnn10")
+    assert (model.freeze_global, model.loss_streams) == (False, "both")
+    out = model(torch.randn(2, 300, 16))
+    targets = torch.tensor([[1.0, 0, 0, 1]] * 2)
+    expected = binary_cross_entropy(out.extras["global_probs"], targets)
+    expected = expected + binary_cross_entropy(out.extras["local_clip_probs"], targets)
+    torch.testing.assert_close(model.loss(out, targets), expected)

@@ -14,6 +14,7 @@ from avtag.audio.models.mmnet import (
     MMNet,
     MMNetMS,
     attention_prediction,
+    authors_micro_loss,
     class_loss_weights,
     micro_loss,
     multi_head_attention,
@@ -28,23 +29,38 @@ SMALL = dict(num_classes=4, n_mels=16, channels=[16, 16, 32, 32], attention_head
 # --------------------------------------------------------------------------- shapes
 
 
-@pytest.mark.parametrize("macro, low, high", [("convnet", 1.3e6, 1.7e6), ("resnet", 3.4e6, 3.9e6)])
-def test_default_macro_subnets_match_the_paper_sizes(macro, low, high):
-    model = build_model("mmnet", macro=macro)
+def test_default_sizes_match_002_table_1():
+    """Table 1 (DCASE17, 128 mel, 17 classes): ResNet 3.70 M; M&mnet 4.16 M = +0.46 M for one
+    attention and one detection layer ("12+2")."""
+    model = build_model("mmnet")
     micro = sum(p.numel() for p in model.micro.parameters())
-    assert low < model.num_parameters - micro < high  # 002 Table 1: 1.54 M / 3.70 M
-    assert model.default_frontend == "mmnet"
+    assert model.num_parameters - micro == pytest.approx(3.70e6, abs=0.02e6)
+    assert micro == pytest.approx(0.46e6, abs=0.005e6)
+    assert len(list(model.micro[0].children())) == 2  # f_det and f_att, one layer each
+    assert model.micro[0].attention.out_channels == 384  # M = 384 heads (authors' Mmnet.py)
+    assert model.default_frontend == "mmnet" and model.time_stride == 16
+
+
+def test_ms_follows_table_4_layout_at_527_classes():
+    """Table 4: M&mnet-MS "12+10": L = 3 maps, 2 up-samplings, five micro subnets."""
+    model = build_model("mmnet_ms", num_classes=527)
+    assert len(model.stages) == 3 and len(model.upsamplers) == 2 and len(model.micro) == 5
+    micro = sum(p.numel() for p in model.micro.parameters())
+    upsampling = sum(p.numel() for p in model.upsamplers.parameters())
+    # 9.78 M against Table 4's "8M" (documented in MMNetMS): macro 4.24 M, micro 4.55 M, up 0.98 M
+    assert model.num_parameters == pytest.approx(9.78e6, abs=0.01e6)
+    assert model.num_parameters - micro - upsampling == pytest.approx(4.24e6, abs=0.01e6)
 
 
 @pytest.mark.parametrize("name", ["mmnet", "mmnet_ms"])
 def test_ten_second_clip_shapes(name):
     model = build_model(name).eval()
     with torch.no_grad():
-        out = model(torch.randn(2, 861, 128))  # 10 s at the "mmnet" preset
+        out = model(torch.randn(2, 896, 128))  # 10 s at the "mmnet" preset (hop 492)
     assert out.clip_probs.shape == (2, 17)
-    assert out.attention["segment"].shape == (2, 54)  # ceil(861 / 16): 0.186-s segments
-    expected_frames = 54 if name == "mmnet" else 431  # MS: finest level, ceil(861 / 2)
-    assert out.frame_probs.shape == (2, expected_frames, 17)
+    assert out.attention["segment"].shape == (2, 56)  # 896 / 16: 0.1785-s segments
+    assert out.frame_probs.shape == (2, 56, 17)
+    assert out.frame_stride == 16
 
 
 @pytest.mark.parametrize("frames", [200, 33, 16, 3])
@@ -55,12 +71,14 @@ def test_other_lengths(cls, macro, frames):
     with torch.no_grad():
         out = model(torch.randn(2, frames, 16))
     assert out.clip_probs.shape == (2, 4)
-    lengths = [math.ceil(frames / 2**level) for level in range(1, 5)]
+    quarter = math.ceil(frames / 4)
+    sixteenth = math.ceil(quarter / 4)
     got = [p.shape[1] for p in out.extras["segment_probs"]]
     if cls is MMNet:
-        assert got == lengths[-1:]
-    else:  # X^(1..4), then the transposed-conv maps at T^(3), T^(2), T^(1): 2L - 1 = 7
-        assert got == lengths + lengths[-2::-1]
+        assert got == [sixteenth]
+    else:  # X^(1..3) at T, T/4, T/16, then the transposed-conv maps at T/4 and T: 2L - 1 = 5
+        assert got == [frames, quarter, sixteenth, quarter, frames]
+    assert out.frame_probs.shape == (2, sixteenth, 4)
 
 
 # --------------------------------------------------------------------------- equations
@@ -105,8 +123,8 @@ def test_loss_equation_8_by_hand():
 
     weighted = MMNet(num_classes=2, n_mels=16, channels=[8, 8, 8, 8], micro_hidden=None, class_weights=[2.0, 0.5])
 
-    def xi_w(p):
-        return -(2.0 * math.log(p[0]) + 0.5 * math.log(1 - p[1])) / 2
+    def xi_w(p):  # eq. 11 weights on the positive term only (authors' mm_loss): class 1 is negative here
+        return -(2.0 * math.log(p[0]) + math.log(1 - p[1])) / 2
 
     expected_w = xi_w([0.8, 0.1]) + 1.5 * xi_w([0.9, 0.2]) + 0.5 * xi_w([0.3, 0.6])
     assert weighted.loss(output, y).item() == pytest.approx(expected_w, rel=1e-5)
@@ -126,15 +144,17 @@ def test_ms_loss_sums_every_level():
 
 
 def test_class_weights_equation_11():
+    """p_c is each class's share of all training labels (authors' class_prior)."""
     targets = torch.zeros(10, 3)
-    targets[:5, 0] = 1  # p = 0.5
-    targets[:1, 1] = 1  # p = 0.1
-    targets[:2, 2] = 1  # p = 0.2
-    p_bar = (0.5 + 0.1 + 0.2) / 3
-    expected = [((p_bar / p) * (1 - p) / (1 - p_bar)) ** 0.3 for p in (0.5, 0.1, 0.2)]
+    targets[:5, 0] = 1
+    targets[:1, 1] = 1
+    targets[:2, 2] = 1
+    shares = (5 / 8, 1 / 8, 2 / 8)
+    p_bar = sum(shares) / 3
+    expected = [((p_bar / p) * (1 - p) / (1 - p_bar)) ** 0.3 for p in shares]
     assert class_loss_weights(targets) == pytest.approx(expected, rel=1e-9)
     assert class_loss_weights(targets.numpy(), beta=1.0) == pytest.approx(
-        [((p_bar / p) * (1 - p) / (1 - p_bar)) for p in (0.5, 0.1, 0.2)], rel=1e-9
+        [((p_bar / p) * (1 - p) / (1 - p_bar)) for p in shares], rel=1e-9
     )
     balanced = torch.zeros(4, 2)
     balanced[:2] = 1
@@ -144,6 +164,41 @@ def test_class_weights_equation_11():
     assert all(math.isfinite(w) for w in class_loss_weights(never))  # class with no positives
     with pytest.raises(ValueError):
         class_loss_weights(torch.zeros(5))
+
+
+def test_positive_only_weights_move_the_optimal_constant_prediction():
+    """A class on 1% of clips with w = 1.83: weighting both terms keeps the best constant
+    prediction at 0.0100; weighting the positive term (the authors' mm_loss) moves it to
+    w p / (w p + 1 - p) = 0.0181."""
+    p, w = 0.01, 1.83
+    grid = torch.linspace(0.001, 0.05, 4901)
+    probs = grid.unsqueeze(1)
+    expected_loss = p * weighted_cross_entropy(probs, torch.ones(1), torch.tensor([w])) + (1 - p) * (
+        weighted_cross_entropy(probs, torch.zeros(1), torch.tensor([w]))
+    )
+    best = grid[expected_loss.argmin()].item()
+    assert best == pytest.approx(w * p / (w * p + 1 - p), abs=1e-4) and best == pytest.approx(0.0181, abs=1e-4)
+    both_terms = -(w * p * torch.log(grid) + w * (1 - p) * torch.log(1 - grid))
+    assert grid[both_terms.argmin()].item() == pytest.approx(0.0100, abs=1e-4)
+
+
+def test_authors_micro_loss_weights_positive_terms_by_detached_attention():
+    d = torch.tensor([[[0.9, 0.2], [0.3, 0.6]]], requires_grad=True)
+    a = torch.tensor([[1.5, 0.5]], requires_grad=True)
+    y = torch.tensor([[1.0, 0.0]])
+    w = torch.tensor([2.0, 0.5])
+    value = authors_micro_loss(d, a, y, w)
+    expected = (-2.0 * 1.5 * math.log(0.9) - math.log(0.8) - 2.0 * 0.5 * math.log(0.3) - math.log(0.4)) / 4
+    assert value.item() == pytest.approx(expected, rel=1e-5)
+    value.sum().backward()
+    assert a.grad is None or a.grad.abs().sum() == 0  # a_t enters as att_sc.data
+    model = MMNet(num_classes=2, n_mels=16, channels=[8, 8, 8, 8], micro_loss="authors", class_weights=[2.0, 0.5])
+    output = TaggingOutput(clip_probs=d[:, 0], extras={"macro_probs": d[:, 0].detach(), "segment_probs": [d.detach()],
+                                                       "segment_attention": [a.detach()]})
+    macro = weighted_cross_entropy(d[:, 0].detach(), y, w)
+    assert model.loss(output, y).item() == pytest.approx((macro + expected).item(), rel=1e-5)
+    with pytest.raises(ValueError, match="micro_loss"):
+        MMNet(micro_loss="mine")
 
 
 def test_ensemble_prediction_equation_9():

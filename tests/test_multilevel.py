@@ -8,7 +8,7 @@ import torch
 from sklearn.metrics import average_precision_score
 
 from avtag.audio.models import build_model, from_pretrained
-from avtag.audio.models.base import binary_cross_entropy
+from avtag.audio.models.base import binary_cross_entropy, segment_hop_seconds
 from avtag.audio.models.multilevel import (
     ClassAwareAttention,
     MultiLevelAttentionHead,
@@ -31,18 +31,27 @@ def small(**overrides):
 
 
 def test_default_model_shapes_for_a_ten_second_clip():
+    """Xu's front-end: 240 frames per 10 s pooled by 2, 2, 2 -> 30 segments of 0.332 s."""
     model = build_model("multilevel").eval()
     with torch.no_grad():
-        out = model(torch.randn(1, 1000, 64))
-    # 1000 frames pooled by 4, 4, 2 (ceil) -> 32 segments
+        out = model(torch.randn(1, 240, 64))
     assert out.clip_probs.shape == (1, 17)
-    assert out.frame_probs.shape == (1, 32, 17)
-    assert out.attention["time"].shape == (1, 32, 17)
+    assert out.frame_probs.shape == (1, 30, 17)
+    assert out.attention["time"].shape == (1, 30, 17)
     assert out.extras["level_clip_probs"].shape == (1, 5, 17)
-    assert out.extras["level_frame_probs"].shape == (1, 5, 32, 17)
-    assert model.default_frontend == "cnn"
+    assert out.extras["level_frame_probs"].shape == (1, 5, 30, 17)
+    assert model.default_frontend == "xu"
+    assert out.frame_stride == model.time_stride == 8
     # h^0 of the DCASE17 setting is 256-d (§3.4)
-    assert model.encoder(torch.randn(1, 1000, 64)).shape == (1, 32, 256)
+    assert model.encoder(torch.randn(1, 240, 64)).shape == (1, 30, 256)
+
+
+def test_cnn_front_end_variant_pools_by_32_with_a_0_32_s_hop():
+    model = build_model("multilevel", time_pools=[4, 4, 2, 1]).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 1000, 64))
+    assert out.frame_probs.shape == (1, 32, 17)  # ceil(1000 / 32)
+    assert segment_hop_seconds(out, 0.01, 1000) == pytest.approx(0.32)  # not 1000 / 32 * 0.01 = 0.3125
 
 
 @pytest.mark.parametrize("frames, segments", [(700, 175), (1000, 250), (1300, 325)])
@@ -232,7 +241,7 @@ def test_seed_ensemble_averages_member_outputs_and_round_trips(tmp_path):
         torch.manual_seed(seed)
         members.append(small().eval())
     ensemble = SeedEnsemble.from_models(members).eval()
-    assert ensemble.default_frontend == "cnn"
+    assert ensemble.default_frontend == "xu"
     features = torch.randn(2, 120, 64)
     with torch.no_grad():
         outputs = [m(features) for m in members]

@@ -41,19 +41,39 @@ def randomise_norms(module: torch.nn.Module) -> None:
 
 
 def test_default_model_shapes_for_a_ten_second_clip():
+    """001 §4.1: a 400 x 64 chunk; pooled by 8 in time -> 50 segments, W = 50 in eq. 6."""
     model = build_model("sca").eval()
     with torch.no_grad():
-        out = model(torch.randn(1, 1000, 64))
+        out = model(torch.randn(1, 400, 64))
     assert out.clip_probs.shape == (1, 17)
-    assert out.frame_probs.shape == (1, 125, 17)  # 1000 frames / 8
-    assert out.attention["time"].shape == (1, 125, 17)
+    assert out.frame_probs.shape == (1, 50, 17)  # 400 frames / 8
+    assert out.attention["time"].shape == (1, 50, 17)
     # the last three blocks are attentive by default: freq 4, 2, 1; channels 256, 256, 512
-    assert out.attention["spatial_block5"].shape == (1, 125, 4)
-    assert out.attention["spatial_block6"].shape == (1, 125, 2)
-    assert out.attention["spatial_block7"].shape == (1, 125, 1)
+    assert out.attention["spatial_block5"].shape == (1, 50, 4)
+    assert out.attention["spatial_block6"].shape == (1, 50, 2)
+    assert out.attention["spatial_block7"].shape == (1, 50, 1)
     assert out.attention["channel_block7"].shape == (1, 512)
     assert "spatial_block4" not in out.attention
-    assert model.default_frontend == "cnn"
+    assert model.default_frontend == "sca"
+    assert out.frame_stride == model.time_stride == 8
+    local = model.blocks[6].attention.spatial.local_branch
+    assert (local.width, local.weight1.shape[1]) == (50, 3)  # eq. 6: W = 50, W / r = 3 hidden units
+
+
+def test_every_block_follows_001_section_4_2():
+    """Two 3x3 conv + BN + ReLU and a 1x1 conv + BN + ReLU shortcut in all 7 blocks."""
+    model = build_model("sca")
+    for block in model.blocks:
+        conv, norm, relu = block.shortcut
+        assert isinstance(conv, torch.nn.Conv2d) and conv.kernel_size == (1, 1)
+        assert isinstance(norm, torch.nn.BatchNorm2d) and isinstance(relu, torch.nn.ReLU)
+    block = model.blocks[3].eval()  # 128 -> 128: a 1x1 shortcut even where the width does not change
+    x = torch.randn(2, 128, 6, 4)
+    with torch.no_grad():
+        branch = torch.relu(block.norm2(block.conv2(torch.relu(block.norm1(block.conv1(x))))))
+        out, _ = block(x)
+        assert torch.allclose(out, branch + block.shortcut(x))
+        assert (branch >= 0).all()  # ReLU after the second 3x3 convolution
 
 
 @pytest.mark.parametrize("frames, segments", [(140, 18), (200, 25), (260, 33)])

@@ -6,15 +6,29 @@ One configurable module, :class:`LogMelFrontEnd`, with one preset per paper fami
 preset     rate        window / FFT   hop         mels    frames per 10 s
 =========  ==========  =============  ==========  ======  ==========================
 "crnn"     20 kHz      480 / 1024     100 (5 ms)  60      2000  (004 §3.2: 2000x60)
-"mmnet"    44.1 kHz    2048 (46 ms)   512 (1/4)   128     861   (002 §4 "Data preprocessing")
+"mmnet"    44.1 kHz    2048 (46 ms)   492         128     896   (002 §2.7; hop: authors')
 "cnn"      32 kHz      1024 / 1024    320 (10 ms) 64      1000  (PANNs-style CNN10 input)
+"xu"       16 kHz      1024 Hamming   664         64      240   (Xu et al., 000's DCASE17)
+"sca"      16 kHz      1024 / 1024    400 (25 ms) 64      400   (001 §4.1: 400x64 chunks)
 =========  ==========  =============  ==========  ======  ==========================
 
-``features = log(mel_power + log_offset)``, optionally standardised per mel bin with
-training-set statistics (002 §4 "we standardized the extracted features by removing
-mean and dividing by standard deviation by values derived from the training set"; see
-:func:`fit_statistics`). The mean/std live in buffers, so they travel in the state dict
-of an exported tagger; ``config["standardize"]`` says whether they are applied.
+Sources per preset:
+- "mmnet": 128 mel bins 0-22 kHz, 46-ms (2048) window at 44.1 kHz, librosa, features
+  standardised with training-set statistics (002 §2.7 "Data preprocessing"). Hop 492:
+  the authors' code (fearofchou/mmnet ``main.py``, ``--hs 492``); with M&mnet's time
+  stride of 16 it gives the 0.18-s segments of 002 §3 / Fig. 6 (16 x 492 / 44100 =
+  0.1785 s). 002's "1/4-overlapping" window is ambiguous (a hop of 512 gives 0.186 s).
+- "xu": the front-end of Xu et al.'s DCASE 2017 system, the gated CNN that 000 §3.4
+  uses on DCASE17 (authors' code, yongxuUSTC/dcase2017_task4_cvssp ``config.py`` and
+  ``prepare_data.py``): 16 kHz, 1024-sample Hamming window, hop 664 ("240 frames in
+  10 seconds"), magnitude (power 1) spectrogram, 64 Slaney mel bins 0-8 kHz,
+  ``log(x + 1e-8)``, standardised per mel bin with training-set statistics (their
+  ``calculate_scaler``; here ``feature_statistics_clips`` in the config). Our
+  documented difference: frames are centred (scipy's are not), which shifts every
+  frame by half a window (32 ms) and keeps ``T = floor(samples / hop)`` = 240.
+- "sca": 001 §4.1 "each chunk has 400 frames and 64 frequency bins" for a 10-s
+  AudioSet clip, i.e. 40 frames/s. The 16-kHz rate, 1024-sample window and 0-8 kHz mel
+  range are our documented choice (001 defers to its ref. [13] for the rest).
 
 Frame count: ``T = floor(samples / hop)`` exactly. Frames are centred (frame ``t``
 covers the window centred on sample ``t * hop``, reflect-padded at the edges like
@@ -25,7 +39,7 @@ frames and the last one, centred past the end of the clip, is dropped. Hence 10 
 Choices where the paper is silent:
 - Power (|X|^2) mel spectrogram, natural log with an additive offset of 1e-6 (keeps
   digital silence finite: log(1e-6) = -13.8) rather than dB with a top_db clip.
-- Hann window; a window shorter than the FFT (crnn: 480 in 1024) is zero-padded on
+- Hann window (Hamming for "xu", as Xu's code); a window shorter than the FFT (crnn: 480 in 1024) is zero-padded on
   both sides by torch.stft.
 - Mel filters: "crnn" HTK scale without area normalisation, 0 Hz to Nyquist (the
   Keras-era default of 004's toolkit is not stated); "mmnet" librosa-like Slaney scale
@@ -57,11 +71,17 @@ MAX_CHANNELS = 8
 PRESETS: dict[str, dict[str, Any]] = {
     "crnn": dict(sample_rate=20000, n_fft=1024, win_length=480, hop_length=100, n_mels=60,
                  f_min=0.0, f_max=None, mel_scale="htk", norm=None),
-    "mmnet": dict(sample_rate=44100, n_fft=2048, win_length=2048, hop_length=512, n_mels=128,
+    "mmnet": dict(sample_rate=44100, n_fft=2048, win_length=2048, hop_length=492, n_mels=128,
                   f_min=0.0, f_max=None, mel_scale="slaney", norm="slaney"),
     "cnn": dict(sample_rate=32000, n_fft=1024, win_length=1024, hop_length=320, n_mels=64,
                 f_min=50.0, f_max=14000.0, mel_scale="slaney", norm="slaney"),
+    "xu": dict(sample_rate=16000, n_fft=1024, win_length=1024, hop_length=664, n_mels=64,
+               f_min=0.0, f_max=8000.0, mel_scale="slaney", norm="slaney", power=1.0, log_offset=1e-8,
+               window="hamming"),
+    "sca": dict(sample_rate=16000, n_fft=1024, win_length=1024, hop_length=400, n_mels=64,
+                f_min=0.0, f_max=8000.0, mel_scale="slaney", norm="slaney"),
 }
+WINDOWS = {"hann": torch.hann_window, "hamming": torch.hamming_window}
 
 
 class LogMelFrontEnd(nn.Module):
@@ -87,8 +107,11 @@ class LogMelFrontEnd(nn.Module):
         log_offset: float = 1e-6,
         clip_seconds: float | None = 10.0,
         standardize: bool = False,
+        window: str = "hann",
     ) -> None:
         super().__init__()
+        if window not in WINDOWS:
+            raise ValueError(f"window must be one of {', '.join(WINDOWS)}, got {window!r}")
         if win_length > n_fft:
             raise ValueError(f"win_length ({win_length}) must not exceed n_fft ({n_fft})")
         if clip_seconds is not None and clip_seconds <= 0:
@@ -106,6 +129,7 @@ class LogMelFrontEnd(nn.Module):
         self.log_offset = float(log_offset)
         self.clip_seconds = None if clip_seconds is None else float(clip_seconds)
         self.standardize = bool(standardize)
+        self.window = window
         self.melspec = torchaudio.transforms.MelSpectrogram(
             sample_rate=self.sample_rate,
             n_fft=self.n_fft,
@@ -114,14 +138,14 @@ class LogMelFrontEnd(nn.Module):
             f_min=self.f_min,
             f_max=self.f_max,
             n_mels=self.n_mels,
-            window_fn=torch.hann_window,
+            window_fn=WINDOWS[window],
             power=self.power,
             center=True,
             pad_mode="reflect",
             norm=self.norm,
             mel_scale=self.mel_scale,
         )
-        # Training-set statistics per mel bin (002 §4); identity until fit_statistics.
+        # Training-set statistics per mel bin (002 §2.7); identity until fit_statistics.
         self.register_buffer("feature_mean", torch.zeros(self.n_mels))
         self.register_buffer("feature_std", torch.ones(self.n_mels))
 
@@ -129,7 +153,7 @@ class LogMelFrontEnd(nn.Module):
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> LogMelFrontEnd:
-        """A front-end of one of :data:`PRESETS` ("crnn", "mmnet", "cnn")."""
+        """A front-end of one of :data:`PRESETS` ("crnn", "mmnet", "cnn", "xu", "sca")."""
         if name not in PRESETS:
             raise ValueError(f"unknown front-end preset {name!r}; choose from {', '.join(PRESETS)}")
         return cls(**(PRESETS[name] | overrides))
@@ -142,6 +166,7 @@ class LogMelFrontEnd(nn.Module):
             "hop_length": self.hop_length, "n_mels": self.n_mels, "f_min": self.f_min, "f_max": self.f_max,
             "mel_scale": self.mel_scale, "norm": self.norm, "power": self.power,
             "log_offset": self.log_offset, "clip_seconds": self.clip_seconds, "standardize": self.standardize,
+            "window": self.window,
         }
 
     # ------------------------------------------------------------------ geometry
@@ -232,7 +257,7 @@ def fit_statistics(
     min_std: float = 1e-3,
 ) -> LogMelFrontEnd:
     """Fill ``frontend``'s per-mel-bin mean/std from training waveforms and switch
-    standardisation on (002 §4). Returns the same front-end.
+    standardisation on (002 §2.7). Returns the same front-end.
 
     ``waveforms`` yields clips ``(samples,)`` or batches ``(batch, samples)`` already at
     ``frontend.sample_rate`` (or at ``sample_rate``, when given, passed through
@@ -274,4 +299,4 @@ def expected_frames(seconds: float, preset: str = "crnn") -> int:
     return int(round(seconds * params["sample_rate"])) // params["hop_length"]
 
 
-__all__ = ["PRESETS", "LogMelFrontEnd", "expected_frames", "fit_length", "fit_statistics", "mixdown"]
+__all__ = ["PRESETS", "WINDOWS", "LogMelFrontEnd", "expected_frames", "fit_length", "fit_statistics", "mixdown"]

@@ -45,6 +45,7 @@ from avtag.audio.features import LogMelFrontEnd, fit_length
 from avtag.audio.io import load_audio, resample
 from avtag.data.pack import PackReader
 from avtag.data.manifests import ClipRecord, read_manifest, resolve
+from avtag.data.samplers import RatioBalancedSampler, resolve_sampler
 from avtag.errors import AvtagError, ManifestError
 from avtag.events import event_names
 
@@ -282,8 +283,13 @@ def check_module_input(datamodule: L.LightningDataModule, module: Any) -> None:
 
 class SplitDataModule(L.LightningDataModule):
     """What the waveform and the embedding data modules share: one data source per
-    split, datasets built once in ``setup``, class-balanced training batches
-    (:class:`ClassBalancedSampler`, one stream per DDP process) and the loaders.
+    split, datasets built once in ``setup``, the training-batch sampler and the loaders.
+
+    ``sampler`` (``data.sampler``) picks how training batches are drawn: "shuffle"
+    (plain shuffled epochs), "kong" (:class:`ClassBalancedSampler`) or "xu"
+    (:class:`avtag.data.samplers.RatioBalancedSampler`); both balanced samplers draw one
+    stream per DDP process. Without it, ``balanced: true`` means "kong" and
+    ``balanced: false`` "shuffle", as in older configs.
 
     Subclasses set ``input_key`` (the batch entry the module consumes), implement
     :meth:`_source` and :meth:`_build`, and may resolve defaults from the module being
@@ -301,11 +307,14 @@ class SplitDataModule(L.LightningDataModule):
         seed: int,
         classes: list[str] | None,
         pin_memory: bool | None,
+        sampler: str | None = None,
     ) -> None:
         super().__init__()
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.balanced = balanced
+        # data.sampler: shuffle | kong | xu; without it, balanced true = kong (older configs).
+        self.sampler = resolve_sampler(sampler, balanced)
         self.epoch_batches = epoch_batches
         self.seed = seed
         self.classes = classes
@@ -349,10 +358,11 @@ class SplitDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.datasets["train"]
-        if not self.balanced:
+        if self.sampler == "shuffle":
             return self._loader(dataset, shuffle=True, drop_last=False)
         trainer = self.trainer
-        sampler = ClassBalancedSampler(
+        sampler_class = RatioBalancedSampler if self.sampler == "xu" else ClassBalancedSampler
+        sampler = sampler_class(
             dataset.targets,
             self.batch_size,
             self.epoch_batches,
@@ -393,8 +403,9 @@ class ClipDataModule(SplitDataModule):
         sample_rate: int | None = None,
         clip_seconds: float | None = None,
         pin_memory: bool | None = None,
+        sampler: str | None = None,
     ) -> None:
-        super().__init__(batch_size, num_workers, balanced, epoch_batches, seed, classes, pin_memory)
+        super().__init__(batch_size, num_workers, balanced, epoch_batches, seed, classes, pin_memory, sampler)
         # "classes" is recorded by the LightningModule (Lightning refuses differing duplicates).
         self.save_hyperparameters(ignore=["classes"])
         self.manifests = {"train": train_manifest, "val": val_manifest, "test": test_manifest}

@@ -12,6 +12,7 @@ from avtag.audio.models.base import (
     from_pretrained,
     get,
     register_model,
+    segment_hop_seconds,
 )
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "from_pretrained",
     "get",
     "register_model",
+    "segment_hop_seconds",
 ]

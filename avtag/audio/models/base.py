@@ -41,7 +41,11 @@ class TaggingOutput:
     extras:       anything a model's ``loss`` needs beyond the clip probabilities
                   (per-level predictions, local-stream scores, ...).
     frame_hop:    seconds between consecutive entries of ``frame_probs``; filled in by
-                  :class:`avtag.audio.tagger.AudioTagger`, which knows the front-end.
+                  :class:`avtag.audio.tagger.AudioTagger`, which knows the front-end
+                  (see :func:`segment_hop_seconds`).
+    frame_stride: input feature frames between consecutive entries of ``frame_probs``:
+                  the model's real pooling stride (``frame_probs`` has
+                  ``ceil(frames / frame_stride)`` entries). Set by every model.
     """
 
     clip_probs: Tensor
@@ -49,6 +53,22 @@ class TaggingOutput:
     attention: dict[str, Tensor] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
     frame_hop: float | None = None
+    frame_stride: int | None = None
+
+
+def segment_hop_seconds(output: TaggingOutput, input_hop_seconds: float, input_frames: int) -> float | None:
+    """Seconds between consecutive ``frame_probs`` entries.
+
+    ``frame_stride * input_hop_seconds`` when the model states its stride: with ceil
+    pooling a 1000-frame input pooled by 32 gives 32 segments 0.32 s apart, not
+    1000 / 32 * 0.01 = 0.3125 s (which would put late onsets up to 0.23 s early). Models
+    without a stated stride fall back to ``input_frames / segments`` input hops.
+    """
+    if output.frame_probs is None or output.frame_probs.shape[1] == 0:
+        return None
+    if output.frame_stride is not None:
+        return output.frame_stride * input_hop_seconds
+    return input_hop_seconds * input_frames / output.frame_probs.shape[1]
 
 
 def binary_cross_entropy(probs: Tensor, targets: Tensor) -> Tensor:
@@ -72,6 +92,9 @@ class TaggingModel(nn.Module):
 
     model_name: str = ""
     model_args: dict[str, Any]
+    # Input frames per output segment (the product of the time poolings); see
+    # TaggingOutput.frame_stride. Every model sets it.
+    time_stride: int = 1
 
     def __init__(self) -> None:
         super().__init__()
@@ -84,6 +107,12 @@ class TaggingModel(nn.Module):
     def loss(self, output: TaggingOutput, targets: Tensor) -> Tensor:
         """Training loss; the default is the clip-level cross entropy of 004 §2.1."""
         return binary_cross_entropy(output.clip_probs, targets)
+
+    def recorded_args(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """The constructor arguments to record as ``model_args`` (called after
+        ``__init__``); a model whose arguments name files read at construction (GL-AT's
+        exported global stream) drops them here, as the weights travel in the state dict."""
+        return arguments
 
     def serialize(self) -> dict[str, Any]:
         """``{"model_name", "model_args", "state_dict"}`` with plain (unprefixed) keys."""
@@ -99,7 +128,7 @@ class TaggingModel(nn.Module):
 
 _REGISTRY: dict[str, type[TaggingModel]] = {}
 # One module per paper; imported on first look-up so `import avtag.audio` stays light.
-MODEL_MODULES = ("crnn", "multilevel", "sca", "mmnet", "glat", "cnn10")
+MODEL_MODULES = ("crnn", "multilevel", "sca", "mmnet", "glat", "cnn10", "resnet38")
 
 M = TypeVar("M", bound=type[TaggingModel])
 
@@ -121,7 +150,7 @@ def register_model(name: str) -> Callable[[M], M]:
             # Record before the body runs; nested models record their own.
             object.__setattr__(self, "model_args", {})
             original_init(self, *args, **kwargs)
-            self.model_args = arguments
+            self.model_args = self.recorded_args(arguments)
 
         __init__.__signature__ = signature  # type: ignore[attr-defined]
         __init__.__doc__ = original_init.__doc__

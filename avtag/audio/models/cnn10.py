@@ -9,8 +9,10 @@ Architecture (written from the published description):
 * mean over the remaining frequency axis -> frame-wise features M (B, T/16, 512);
 * clip feature M' = max over time + mean over time (003 §2.1 "both maximum and average
   operations are used for global pooling");
-* classifier C = two fully connected layers (512 -> 512 -> classes, ReLU, dropout 0.5),
-  sigmoid (003 eq. 1-2).
+* classifier C = two fully connected layers (512 -> 512 -> classes, ReLU), sigmoid (003
+  eq. 1-2), with dropout 0.5 before the first only: PANNs' Cnn10 (qiuqiangkong/
+  audioset_tagging_cnn ``pytorch/models.py``) applies its second dropout to the returned
+  embedding, not to the classifier's input.
 
 Frame-level output: the same classifier C applied to every frame of M, as GL-AT (003
 §2.2) computes its class-wise activation S_g. It is returned at the network's own
@@ -73,7 +75,7 @@ class CNN10(TaggingModel):
         channels: output channels of the four conv blocks.
         embedding_dim: width of the classifier's hidden layer.
         block_dropout: dropout after each conv block.
-        classifier_dropout: dropout before each classifier layer.
+        classifier_dropout: dropout before the first classifier layer (PANNs: 0.5).
     """
 
     default_frontend = "cnn"
@@ -115,11 +117,11 @@ class CNN10(TaggingModel):
     def classify(self, pooled: Tensor) -> Tensor:
         """Classifier C (003 eq. 1): two FC layers, returns logits."""
         hidden = F.relu(self.fc_embedding(self.classifier_dropout(pooled)))
-        return self.fc_classes(self.classifier_dropout(hidden))
+        return self.fc_classes(hidden)  # no dropout here, as PANNs' Cnn10
 
     def forward(self, features: Tensor) -> TaggingOutput:
         frames = self.frame_features(features)
         pooled = frames.amax(dim=1) + frames.mean(dim=1)  # max + mean over time
         clip_probs = torch.sigmoid(self.classify(pooled))  # 003 eq. 2
         frame_probs = torch.sigmoid(self.classify(frames))  # S_g, 003 §2.2
-        return TaggingOutput(clip_probs=clip_probs, frame_probs=frame_probs)
+        return TaggingOutput(clip_probs=clip_probs, frame_probs=frame_probs, frame_stride=self.time_stride)

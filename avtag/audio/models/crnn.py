@@ -90,6 +90,7 @@ class CRNN(TaggingModel):
         self.n_mels = n_mels
         self.num_classes = num_classes
         self.time_reduction = math.prod(time_pools)
+        self.time_stride = self.time_reduction
         blocks, in_channels, freq_bins = [], 1, n_mels
         for out_channels, t_pool, f_pool in zip(conv_channels, time_pools, freq_pools):
             blocks.append(ConvBlock(in_channels, out_channels, (t_pool, f_pool), dropout))
@@ -127,4 +128,6 @@ class CRNN(TaggingModel):
         frame_probs = torch.sigmoid(logits.float())
         clip_probs, weights = self.pooling(frame_probs, embeddings)
         attention = {} if weights is None else {"time": weights}
-        return TaggingOutput(clip_probs=clip_probs, frame_probs=frame_probs, attention=attention)
+        return TaggingOutput(
+            clip_probs=clip_probs, frame_probs=frame_probs, attention=attention, frame_stride=self.time_stride
+        )

@@ -18,13 +18,26 @@
 * Inference (003 §2.1): y = P(y_g, y_l), the same pooling over the two streams.
   ``inference_streams="global"|"local"`` reproduce the single-stream rows of 003 Table 2.
 
+The paper's method (default) trains both streams from scratch with L = L_g + L_l. The
+authors' released code (WangHelin1997/GL-AT ``pytorch/main.py``) trains something
+else: the global stream is a PANNs checkpoint loaded once, kept in eval mode and never
+optimised; only the local stream is trained, on the local loss alone; ``--length``
+(tau) defaults to 2 s. That is the named variant ``configs/glat_cnn10_authors.yaml``:
+``global_export`` (an avtag export or checkpoint of the backbone, e.g. a CNN10 trained
+with ``configs/glat_cnn10.yaml``'s backbone alone), ``freeze_global: true``,
+``loss_streams: local``, ``local_seconds: 2``, and ``local_from_global: true`` to start
+the local stream from the same weights. 003's Table 1 gains were obtained this way, on
+pretrained streams (PANNs' released AudioSet models): they are gains over a pretrained
+global stream, not of two streams trained together from scratch. avtag ships no
+pretrained audio model, so the variant needs an export the user trained.
+
 Choices where the paper is silent:
 
 * The activation peak m, found on the backbone's own frame resolution T', is mapped to
   the input frame at the centre of that segment, floor((m + 0.5) * T / T').
 * tau is converted to frames with ``frames_per_second``; the default is that of the
   backbone's default front-end preset (``avtag.audio.features.PRESETS``): 200 for
-  "crnn", 100 for "cnn" (CNN10 and SCA), 44100/512 = 86.13 for "mmnet"; a window is
+  "crnn", 100 for "cnn" (CNN10, ResNet38), 40 for "sca", 44100/492 = 89.6 for "mmnet"; a window is
   round(tau * fps) frames, at most the clip length. A window of even length W centred
   on m starts at m - W // 2.
 * L_g is the backbone's own ``loss`` on the global output: plain cross entropy (eq. 5)
@@ -39,7 +52,7 @@ Choices where the paper is silent:
 * N is capped at the number of classes.
 * ``local_backbone_args`` lets a backbone whose layers depend on the input length
   (SCA's local spatial FC, 001 eq. 6) be built for the tau-second crops; the configs
-  use it for SCA (``input_frames`` = 300).
+  use it for SCA (``input_frames`` = 120: 3 s at the "sca" preset's 40 frames/s).
 """
 
 from __future__ import annotations
@@ -51,8 +64,10 @@ import torch
 from torch import Tensor
 
 from avtag.audio.models.base import TaggingModel, TaggingOutput, binary_cross_entropy, build_model, get, register_model
+from avtag.errors import CheckpointError
 
 INFERENCE_STREAMS = ("both", "global", "local")
+LOSS_STREAMS = ("both", "local")
 
 
 def max_mean_pool(scores: Tensor, dim: int) -> Tensor:
@@ -126,6 +141,13 @@ class GLAT(TaggingModel):
         num_classes, n_mels: if given, passed to the backbone (the training module fills
             them from the class list and the front-end); they must agree with
             ``backbone_args`` where both give them.
+        global_export: an avtag export directory or checkpoint of the backbone whose
+            weights the global stream starts from (read once, at construction; not
+            recorded in ``model_args``, the weights travel in the state dict).
+        freeze_global: keep the global stream fixed (no gradients, BatchNorm in eval mode).
+        loss_streams: "both" (003 eq. 4: L_g + L_l) or "local" (L_l only, authors' code).
+        local_from_global: start the local stream from the global stream's weights
+            (needs ``global_export``).
     """
 
     default_frontend = "crnn"
@@ -141,10 +163,18 @@ class GLAT(TaggingModel):
         local_backbone_args: dict[str, Any] | None = None,
         num_classes: int | None = None,
         n_mels: int | None = None,
+        global_export: str | None = None,
+        freeze_global: bool = False,
+        loss_streams: str = "both",
+        local_from_global: bool = False,
     ) -> None:
         super().__init__()
         if backbone == "glat":
             raise ValueError("GL-AT cannot wrap itself")
+        if loss_streams not in LOSS_STREAMS:
+            raise ValueError(f"loss_streams must be one of {LOSS_STREAMS}, got {loss_streams!r}")
+        if local_from_global and global_export is None:
+            raise ValueError("local_from_global needs global_export")
         if inference_streams not in INFERENCE_STREAMS:
             raise ValueError(f"inference_streams must be one of {INFERENCE_STREAMS}, got {inference_streams!r}")
         if num_local_clips < 1 or local_seconds <= 0:
@@ -167,6 +197,28 @@ class GLAT(TaggingModel):
             shared_args[key] = value
         self.global_stream = build_model(backbone, **shared_args)
         self.local_stream = build_model(backbone, **(shared_args | (local_backbone_args or {})))
+        self.time_stride = self.global_stream.time_stride
+        self.freeze_global = bool(freeze_global)
+        self.loss_streams = loss_streams
+        if global_export is not None:
+            state = _backbone_state(global_export, backbone)
+            _load(self.global_stream, state, global_export)
+            if local_from_global:
+                _load(self.local_stream, state, global_export)
+        if self.freeze_global:
+            self.global_stream.requires_grad_(False)
+            self.global_stream.eval()
+
+    def recorded_args(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """``global_export`` is read once; rebuilt models take its weights from the state dict."""
+        return arguments | {"global_export": None, "local_from_global": False}
+
+    def train(self, mode: bool = True) -> GLAT:
+        """A frozen global stream stays in eval mode (fixed BatchNorm statistics, no dropout)."""
+        super().train(mode)
+        if self.freeze_global:
+            self.global_stream.eval()
+        return self
 
     def forward(self, features: Tensor) -> TaggingOutput:
         batch, frames, _ = features.shape
@@ -193,6 +245,7 @@ class GLAT(TaggingModel):
             clip_probs = max_mean_pool(torch.stack([global_probs, local_clip_probs], dim=1), dim=1)
         attention = {f"global/{name}": value for name, value in global_output.attention.items()}
         return TaggingOutput(
+            frame_stride=global_output.frame_stride,
             clip_probs=clip_probs,
             frame_probs=global_output.frame_probs,
             attention=attention,
@@ -208,7 +261,31 @@ class GLAT(TaggingModel):
         )
 
     def loss(self, output: TaggingOutput, targets: Tensor) -> Tensor:
-        """003 eq. 4: L_g (eq. 5, the backbone's loss) + L_l (eq. 6)."""
-        global_loss = self.global_stream.loss(output.extras["global_output"], targets)
+        """003 eq. 4: L_g (eq. 5, the backbone's loss) + L_l (eq. 6); L_l alone with
+        ``loss_streams="local"`` (authors' code)."""
         local_loss = binary_cross_entropy(output.extras["local_clip_probs"], targets)
+        if self.loss_streams == "local":
+            return local_loss
+        global_loss = self.global_stream.loss(output.extras["global_output"], targets)
         return global_loss + local_loss
+
+
+def _backbone_state(source: str, backbone: str) -> dict[str, Tensor]:
+    """The model weights of an avtag export/checkpoint of ``backbone`` (a one-line
+    :class:`CheckpointError` for a missing file or another model)."""
+    from avtag.audio.tagger import read_checkpoint  # the tagger imports the model registry
+
+    config, state = read_checkpoint(source)
+    if config.get("model_name") != backbone:
+        raise CheckpointError(
+            f"global_export holds model {config.get('model_name')!r}, the GL-AT backbone is {backbone!r}", source
+        )
+    return {key[len("model."):]: value for key, value in state.items() if key.startswith("model.")}
+
+
+def _load(stream: TaggingModel, state: dict[str, Tensor], source: str) -> None:
+    try:
+        stream.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        raise CheckpointError(f"global_export does not fit the backbone_args ({first})", source) from None

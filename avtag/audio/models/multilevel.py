@@ -39,12 +39,13 @@ Choices where the paper is silent:
 
 * Depth ``K`` for DCASE17 is not given; both encoders default to ``depth=5``, the depth
   of the paper's headline AudioSet results (Tables 1–5, 7).
-* Segment length for the gated CNN: Xu et al. pool time by 8 at 24 frames/s (30
-  segments of 0.33 s per 10-s clip). avtag's ``"cnn"`` front-end gives 100 frames/s, so
-  the default time pooling is 4, 4, 2, 1 (/32 with ceil: 32 segments of 0.31 s per
-  10-s clip);
-  frequency is pooled by 2 in every stage (64 mel -> 4), then max-pooled to 1 as in Xu.
-  ``time_pools`` changes it.
+* Segment length for the gated CNN: Xu et al. pool time by 2, 2, 2, 1 (/8) at 24
+  frames/s, 30 segments of 0.332 s per 10-s clip (authors' code, yongxuUSTC/
+  dcase2017_task4_cvssp ``main_crnn_at.py``); with Xu's front-end (preset ``"xu"``:
+  16 kHz, hop 664, 240 frames per 10 s, the paper config) that is the default. With the
+  ``"cnn"`` front-end (100 frames/s) ``time_pools: [4, 4, 2, 1]`` (/32) gives 32
+  segments of 0.32 s. Frequency is pooled by 2 in every stage (64 mel -> 4), then
+  max-pooled to 1 as in Xu. The segment hop is the pooling stride (``frame_stride``).
 * ``xi`` of eq. 4 sums over classes; avtag's BCE averages over classes and clips (the
   same minimiser, and Adam is insensitive to the constant factor), so losses are
   comparable across avtag models.
@@ -61,6 +62,7 @@ Choices where the paper is silent:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -178,9 +180,12 @@ class MultiLevelAttentionHead(nn.Module):
         return torch.stack(clip, dim=1), torch.stack(segment_probs, dim=1), torch.stack(alphas, dim=1)
 
 
-def _multilevel_output(level_clip: Tensor, level_segments: Tensor, level_alpha: Tensor) -> TaggingOutput:
+def _multilevel_output(
+    level_clip: Tensor, level_segments: Tensor, level_alpha: Tensor, frame_stride: int
+) -> TaggingOutput:
     """Eq. 5 fusion: the prediction is the mean of the per-level clip predictions."""
     return TaggingOutput(
+        frame_stride=frame_stride,
         clip_probs=level_clip.mean(dim=1),
         frame_probs=level_segments.mean(dim=1),
         attention={"time": level_alpha.mean(dim=1)},
@@ -218,7 +223,7 @@ class GatedConv2d(nn.Module):
 class GatedCNNEncoder(nn.Module):
     """Xu et al.'s gated CNN: log-mel (B, T, F) -> segment embeddings ``h^0`` (B, T', out_dim)."""
 
-    def __init__(self, channels: int = 64, out_dim: int = 256, time_pools: Sequence[int] = (4, 4, 2, 1)) -> None:
+    def __init__(self, channels: int = 64, out_dim: int = 256, time_pools: Sequence[int] = (2, 2, 2, 1)) -> None:
         super().__init__()
         stages: list[nn.Module] = []
         in_channels = 1
@@ -246,7 +251,7 @@ class MultiLevelAttention(TaggingModel):
     """Paper 000, DCASE17 setting: gated CNN on log-mel -> multi-level class-aware
     attention. Input ``(batch, frames, n_mels)`` log-mel."""
 
-    default_frontend = "cnn"
+    default_frontend = "xu"
 
     def __init__(
         self,
@@ -259,16 +264,17 @@ class MultiLevelAttention(TaggingModel):
         dropout: float = 0.5,
         encoder_channels: int = 64,
         encoder_dim: int = 256,
-        time_pools: list[int] = [4, 4, 2, 1],  # noqa: B006 - recorded as JSON, never mutated
+        time_pools: list[int] = [2, 2, 2, 1],  # noqa: B006 - recorded as JSON, never mutated
     ) -> None:
         super().__init__()
+        self.time_stride = math.prod(time_pools)
         self.encoder = GatedCNNEncoder(encoder_channels, encoder_dim, time_pools)
         self.head = MultiLevelAttentionHead(
             encoder_dim, num_classes, depth, hidden_dim, gru_hidden, share_weights, multi_level, dropout
         )
 
     def forward(self, features: Tensor) -> TaggingOutput:
-        return _multilevel_output(*self.head(self.encoder(features)))
+        return _multilevel_output(*self.head(self.encoder(features)), self.time_stride)
 
     def loss(self, output: TaggingOutput, targets: Tensor) -> Tensor:
         return multilevel_loss(output, targets)
@@ -303,7 +309,7 @@ class MultiLevelAttentionEmbeddings(TaggingModel):
             raise ValueError(
                 f"expected (batch, segments, {self.embedding_dim}) embeddings, got {tuple(features.shape)}"
             )
-        return _multilevel_output(*self.head(features))
+        return _multilevel_output(*self.head(features), self.time_stride)
 
     def loss(self, output: TaggingOutput, targets: Tensor) -> Tensor:
         return multilevel_loss(output, targets)
@@ -330,7 +336,9 @@ def average_outputs(outputs: Sequence[TaggingOutput]) -> TaggingOutput:
         maps = [o.attention.get(key) for o in outputs]
         if all(m is not None and m.shape == maps[0].shape for m in maps):
             attention[key] = torch.stack(maps).mean(dim=0)
-    return TaggingOutput(clip, frame_probs, attention, {"member_outputs": list(outputs)}, outputs[0].frame_hop)
+    return TaggingOutput(
+        clip, frame_probs, attention, {"member_outputs": list(outputs)}, outputs[0].frame_hop, outputs[0].frame_stride
+    )
 
 
 @register_model("seed_ensemble")
@@ -349,6 +357,7 @@ class SeedEnsemble(TaggingModel):
             raise ValueError("a SeedEnsemble needs at least one member")
         self.members = nn.ModuleList(build_model(m["model_name"], **m["model_args"]) for m in members)
         self.default_frontend = getattr(self.members[0], "default_frontend", None)
+        self.time_stride = self.members[0].time_stride
 
     @classmethod
     def from_models(cls, models: Sequence[TaggingModel]) -> SeedEnsemble:

@@ -4,9 +4,13 @@ Cao, ICASSP 2020): AT-SCA and its variants AT-S, AT-C, AT-CSA, AT-C//S and the b
 Layout: features are ``(batch, channels, time, freq)``; the paper's width ``W`` is
 time and its height ``H`` is frequency.
 
+* **Input** (§4.1): "each chunk has 400 frames and 64 frequency bins": a 10-s clip is
+  400 x 64 (front-end preset ``"sca"``, 40 frames/s), so ``input_frames = 400``.
 * **Backbone** (§4.2): 7 residual blocks and 6 max-pooling layers (one after each of
-  the first six blocks), each block two 3x3 convolutions plus a 1x1 convolution on the
-  shortcut to change the channel count, BatchNorm after every convolution; then
+  the first six blocks), each block "two 3x3 convolution layers with a 1x1 convolution
+  layer to change the channel dimension" (a 1x1 convolution shortcut in every block),
+  and "batch normalization and ReLU function are applied to all convolution layers":
+  BN + ReLU after both 3x3 convolutions and after the 1x1 shortcut; then
   attention pooling (eq. 2): ``Y = sum_j e(q_j) v(q_j) / sum_j e(q_j)`` with
   ``v = sigmoid(FC)`` the tagging function and ``e = exp(FC)`` the attention function.
 * **Spatial attention** (§3.1): ``S`` = cross-channel mean (eq. 4);
@@ -31,23 +35,26 @@ Choices where the paper is silent:
 
 * Where the module sits in a residual block: on the residual branch before the
   shortcut addition (the squeeze-and-excitation convention of the paper's ref. [20]).
-* ReLU after the first 3x3 convolution and after the shortcut sum (He et al. layout);
-  the 1x1 shortcut convolution (with BatchNorm) only where the channel count changes.
+* The block output is the sum of the (attended) residual branch and the shortcut, both
+  already BN + ReLU'd, with no further ReLU (it would be the identity on a sum of
+  non-negative terms).
 * Channel widths ``(32, 64, 128, 128, 256, 256, 512)``; pooling ``(time_pool, 2)`` with
   time pools ``(2, 2, 2, 1, 1, 1)`` and ``ceil_mode`` so 64 (or 60) mel bins end at 1;
-  with avtag's ``"cnn"`` front-end (100 frames/s) a 10-s clip gives 125 segments of
-  80 ms. Any frequency left after the last block is max-pooled.
+  the 400 frames of a 10-s chunk give 50 segments of 0.2 s, and the attentive last three
+  blocks see ``W = 50`` time steps (eq. 6's local FC: 50 -> 3 -> 50 per frequency row).
+  Any frequency left after the last block is max-pooled.
 * Both 5x5 convolutions of eq. 5 keep ``global_channels`` = 1 channel (``S`` is one
   channel and the mask is one channel); padding 2 keeps the size.
 * Eq. 6 ties the local FC to the feature-map width ``W``, i.e. to a fixed input length
-  (the paper uses 400-frame chunks). The model is built for ``input_frames`` (default
-  1000 = 10 s at the ``"cnn"`` preset); inputs of another length have each row
+  (the paper's 400-frame chunks). The model is built for ``input_frames`` (default
+  400 = 10 s at the ``"sca"`` preset); inputs of another length have each row
   linearly resampled to ``W`` before the FC and the mask resampled back, so 7-s or 13-s
   clips still work. ``n_mels`` must match (one FC per frequency row).
 * Hidden sizes ``max(1, W // r)`` and ``max(1, C // r)``; the same ``r = 16`` for the
   channel FC (eq. 9 says "with the reduction ratio").
-* Optimiser, batch size, epochs: the paper gives none; ``configs/sca.yaml`` uses Adam,
-  lr 1e-3 (as paper 000 §3.4), batches of 64, class-balanced, 30 epochs.
+* Optimiser, batch size, epochs, batch sampling: the paper gives none;
+  ``configs/sca.yaml`` uses Adam, lr 1e-3 (as paper 000 §3.4), batches of 64, plain
+  shuffled batches, 30 epochs (docs/recipes.md).
 """
 
 from __future__ import annotations
@@ -204,8 +211,8 @@ class AttentionModule(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    """Two 3x3 conv + BN (ReLU after the first), a 1x1 conv + BN shortcut where the
-    channel count changes, optional attention on the residual branch, ReLU after the sum."""
+    """001 §4.2: two 3x3 conv + BN + ReLU on the residual branch, a 1x1 conv + BN + ReLU
+    shortcut, optional attention on the residual branch before the sum."""
 
     def __init__(self, in_channels: int, out_channels: int, attention: AttentionModule | None = None) -> None:
         super().__init__()
@@ -213,26 +220,24 @@ class ResidualBlock(nn.Module):
         self.norm1 = nn.BatchNorm2d(out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
         self.norm2 = nn.BatchNorm2d(out_channels)
-        self.shortcut = (
-            nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels))
-            if in_channels != out_channels
-            else nn.Identity()
+        self.shortcut = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU()
         )
         self.attention = attention
 
     def forward(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        branch = self.norm2(self.conv2(F.relu(self.norm1(self.conv1(x)))))
+        branch = F.relu(self.norm2(self.conv2(F.relu(self.norm1(self.conv1(x))))))
         maps: dict[str, Tensor] = {}
         if self.attention is not None:
             branch, maps = self.attention(branch)
-        return F.relu(branch + self.shortcut(x)), maps
+        return branch + self.shortcut(x), maps
 
 
 @register_model("sca")
 class SpatialChannelAttentionNet(TaggingModel):
     """AT-SCA and variants (paper 001). Input ``(batch, frames, n_mels)`` log-mel."""
 
-    default_frontend = "cnn"
+    default_frontend = "sca"
 
     def __init__(
         self,
@@ -242,7 +247,7 @@ class SpatialChannelAttentionNet(TaggingModel):
         channels: list[int] = [32, 64, 128, 128, 256, 256, 512],  # noqa: B006 - recorded as JSON
         time_pools: list[int] = [2, 2, 2, 1, 1, 1],  # noqa: B006
         n_mels: int = 64,
-        input_frames: int = 1000,
+        input_frames: int = 400,
         reduction: int = 16,
         spatial_branches: list[str] = ["global", "local"],  # noqa: B006
         global_channels: int = 1,
@@ -255,6 +260,7 @@ class SpatialChannelAttentionNet(TaggingModel):
         if len(channels) != NUM_BLOCKS or len(time_pools) != NUM_BLOCKS - 1:
             raise ValueError(f"need {NUM_BLOCKS} channel widths and {NUM_BLOCKS - 1} time pools")
         self.n_mels = n_mels
+        self.time_stride = math.prod(time_pools)
         attentive = set() if attention == "none" else set(range(NUM_BLOCKS - attention_blocks, NUM_BLOCKS))
         blocks, pools = [], []
         width, height, in_channels = input_frames, n_mels, 1
@@ -289,4 +295,4 @@ class SpatialChannelAttentionNet(TaggingModel):
         segment_probs = torch.sigmoid(self.tagging(segments))
         weights = torch.softmax(self.attention_fc(segments).float(), dim=1).to(segment_probs.dtype)
         clip_probs = (weights * segment_probs).sum(dim=1)  # eq. 2
-        return TaggingOutput(clip_probs, segment_probs, {"time": weights, **maps})
+        return TaggingOutput(clip_probs, segment_probs, {"time": weights, **maps}, frame_stride=self.time_stride)
