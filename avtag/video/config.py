@@ -1,8 +1,17 @@
 """Video-branch settings from a YAML file (``--video-config``), like the audio recipes.
 
 The file is a flat mapping of :class:`avtag.video.branch.VideoBranchConfig` fields, e.g.
-``configs/video/paper.yaml``. Unknown keys and values of the wrong type are refused with one
-line naming the file; nothing in the file is instantiated or executed (``yaml.safe_load``).
+``configs/video/paper.yaml`` (004 §2.2 exactly) or ``configs/video/embedded.yaml`` (the
+offline default). Unknown keys and values of the wrong type are refused with one line naming
+the file; nothing in the file is instantiated or executed (``yaml.safe_load``).
+
+Our documented choices:
+  - Relative paths in the file (``weights_path``, ``word_vectors_path``,
+    ``alexnet_weights_path``, ``ontology_path``) are relative to the YAML file's folder, so a
+    config works from any working directory; ``~`` is expanded.
+  - Every file a config names is checked when it is loaded (:func:`check_config_files`), so a
+    paper config without its weights fails with one line saying where to put them, before
+    any video is decoded.
 """
 
 from __future__ import annotations
@@ -70,8 +79,53 @@ def config_from_mapping(values: dict[str, Any], source: str | Path | None = None
     return VideoBranchConfig(**kwargs)
 
 
+PATH_FIELDS = ("weights_path", "word_vectors_path", "alexnet_weights_path", "ontology_path")
+
+# What each file is and where it comes from, for the "where to put it" line.
+_WHAT = {
+    "weights_path": "{recognizer} weights ({origin})",
+    "word_vectors_path": "word vectors (e.g. glove.840B.300d.txt from the GloVe project, "
+                         "unzipped; or word2vec text/binary, or .npy + .vocab.txt)",
+    "alexnet_weights_path": "AlexNet weights (torchvision's alexnet-owt-7be5be79.pth state dict)",
+    "ontology_path": "the AudioSet ontology.json (github.com/audioset/ontology)",
+}
+_RECOGNIZER_ORIGIN = {
+    "inception_v4": "model.safetensors of the Hugging Face repo timm/inception_v4.tf_in1k",
+    "efficientnet_lite0": "an EfficientNet-Lite0 state dict",
+}
+
+
+def check_config_files(config, source: str | Path | None = None) -> None:
+    """One line listing every file the config names that is absent, and where to put it.
+
+    Also refuses settings that need a file but name none (e.g. ``keyframe_features:
+    alexnet_conv5`` without ``alexnet_weights_path``). Reads nothing but the file system.
+    """
+    need = {
+        "word_vectors_path": config.word_vectors == "keyed-vectors",
+        "alexnet_weights_path": config.keyframe_features == "alexnet_conv5",
+        "ontology_path": config.event_descriptions == "ontology",
+    }
+    for name, required in need.items():
+        if required and getattr(config, name) is None:
+            raise VideoConfigError(f"{name} is required by these settings: set it to "
+                                   f"{_WHAT[name].format(recognizer=config.recognizer, origin='')}",
+                                   source)
+    missing = []
+    for name in PATH_FIELDS:
+        value = getattr(config, name)
+        if value is None or Path(value).is_file():
+            continue
+        what = _WHAT[name].format(recognizer=config.recognizer,
+                                  origin=_RECOGNIZER_ORIGIN.get(config.recognizer, ""))
+        missing.append(f"put {what} at {value}")
+    if missing:
+        raise VideoConfigError("missing files: " + "; ".join(missing) + " (or edit the paths "
+                               "in the config; avtag never downloads)", source)
+
+
 def load_video_config(path: str | Path):
-    """Read a video-branch YAML config into a :class:`VideoBranchConfig`."""
+    """Read a video-branch YAML config into a :class:`VideoBranchConfig` and check its files."""
     import yaml
 
     path = check_input_file(path, "a video-branch YAML config", VideoConfigError)
@@ -79,4 +133,11 @@ def load_video_config(path: str | Path):
         values = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise VideoConfigError(f"not a readable YAML file ({type(err).__name__})", path) from None
-    return config_from_mapping(values or {}, path)
+    if isinstance(values, dict):
+        values = dict(values)
+        for name in PATH_FIELDS:
+            if isinstance(values.get(name), str):
+                values[name] = str((path.parent / Path(values[name]).expanduser()).resolve())
+    config = config_from_mapping(values or {}, path)
+    check_config_files(config, path)
+    return config

@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from avtag.device import resolve_device  # noqa: F401 - the one device choice, re-exported
 from avtag.errors import CheckpointError
 
 RECOGNIZERS = ("efficientnet_lite0", "inception_v4")
@@ -120,15 +121,6 @@ def imagenet_class_names() -> tuple[str, ...]:
     names = tuple(ImageNetInfo().label_descriptions())
     assert len(names) == 1000
     return names
-
-
-def resolve_device(device: str | None = None):
-    """``device`` as a torch.device; ``None`` picks CUDA when available, else CPU."""
-    import torch
-
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 class Recognizer:
