@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import PROJECT_ROOT, shared_path
 
+from avtag.errors import CheckpointError
 from avtag.video.branch import VideoBranch, VideoBranchConfig
 from avtag.video.config import VideoConfigError, check_config_files, load_video_config
 
@@ -59,15 +60,18 @@ def test_paper_config_without_weights_says_where_to_put_them(tmp_path, monkeypat
     with pytest.raises(VideoConfigError) as err:
         load_video_config(CONFIGS / "paper.yaml")
     line = str(err.value)
-    assert "\n" not in line and line.startswith(str(CONFIGS / "paper.yaml") + ": missing files:")
+    assert "\n" not in line and line.startswith(str(CONFIGS / "paper.yaml") + ": inception_v4 "
+                                                 "weights file not found at")
     for name in ("inception_v4.tf_in1k.safetensors", "glove.840B.300d.txt",
                  "alexnet-owt-7be5be79.pth"):
         assert str(PROJECT_ROOT.resolve() / "weights" / name) in line
     assert "timm/inception_v4.tf_in1k" in line and "never downloads" in line
+    assert "word-vector file not found" in line and "AlexNet weights file not found" in line
+    assert isinstance(err.value, CheckpointError)  # a weights problem for every CLI guard
     # a branch built from such settings refuses in predict() before decoding anything
     config = VideoBranchConfig(recognizer="inception_v4", weights_path=str(tmp_path / "w.pth"))
     clip = shared_path("data", "videos", "seoul.mp4")
-    with pytest.raises(VideoConfigError, match="put inception_v4 weights"):
+    with pytest.raises(VideoConfigError, match="inception_v4 weights file not found"):
         VideoBranch(config).predict(clip)
     assert decoded == []
 

@@ -22,7 +22,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from avtag.errors import InputFileError, check_input_file
+from avtag.errors import CheckpointError, InputFileError, check_input_file
 
 
 class VideoConfigError(InputFileError):
@@ -81,13 +81,14 @@ def config_from_mapping(values: dict[str, Any], source: str | Path | None = None
 
 PATH_FIELDS = ("weights_path", "word_vectors_path", "alexnet_weights_path", "ontology_path")
 
-# What each file is and where it comes from, for the "where to put it" line.
-_WHAT = {
-    "weights_path": "{recognizer} weights ({origin})",
-    "word_vectors_path": "word vectors (e.g. glove.840B.300d.txt from the GloVe project, "
-                         "unzipped; or word2vec text/binary, or .npy + .vocab.txt)",
-    "alexnet_weights_path": "AlexNet weights (torchvision's alexnet-owt-7be5be79.pth state dict)",
-    "ontology_path": "the AudioSet ontology.json (github.com/audioset/ontology)",
+# What each file is, and what to put there, for the one-line "where to put it" error.
+_FILES = {
+    "weights_path": ("{recognizer} weights file", "{origin}"),
+    "word_vectors_path": ("word-vector file", "glove.840B.300d.txt from the GloVe project, "
+                          "unzipped, or word2vec text/binary, or .npy + .vocab.txt"),
+    "alexnet_weights_path": ("AlexNet weights file",
+                             "torchvision's alexnet-owt-7be5be79.pth state dict"),
+    "ontology_path": ("ontology file", "the AudioSet ontology.json (github.com/audioset/ontology)"),
 }
 _RECOGNIZER_ORIGIN = {
     "inception_v4": "model.safetensors of the Hugging Face repo timm/inception_v4.tf_in1k",
@@ -95,8 +96,12 @@ _RECOGNIZER_ORIGIN = {
 }
 
 
+class MissingFilesError(VideoConfigError, CheckpointError):
+    """Files a video-branch config names are absent (a config and a weights problem)."""
+
+
 def check_config_files(config, source: str | Path | None = None) -> None:
-    """One line listing every file the config names that is absent, and where to put it.
+    """One line listing every file the config names that is absent, and what to put there.
 
     Also refuses settings that need a file but name none (e.g. ``keyframe_features:
     alexnet_conv5`` without ``alexnet_weights_path``). Reads nothing but the file system.
@@ -108,20 +113,20 @@ def check_config_files(config, source: str | Path | None = None) -> None:
     }
     for name, required in need.items():
         if required and getattr(config, name) is None:
-            raise VideoConfigError(f"{name} is required by these settings: set it to "
-                                   f"{_WHAT[name].format(recognizer=config.recognizer, origin='')}",
-                                   source)
+            raise VideoConfigError(f"{name} is required by these settings: set it to the "
+                                   f"path of {_FILES[name][1]}", source)
     missing = []
     for name in PATH_FIELDS:
         value = getattr(config, name)
         if value is None or Path(value).is_file():
             continue
-        what = _WHAT[name].format(recognizer=config.recognizer,
-                                  origin=_RECOGNIZER_ORIGIN.get(config.recognizer, ""))
-        missing.append(f"put {what} at {value}")
+        origin = _RECOGNIZER_ORIGIN.get(config.recognizer, "its weights")
+        label, content = (text.format(recognizer=config.recognizer, origin=origin)
+                          for text in _FILES[name])
+        missing.append(f"{label} not found at {value} (put {content} there)")
     if missing:
-        raise VideoConfigError("missing files: " + "; ".join(missing) + " (or edit the paths "
-                               "in the config; avtag never downloads)", source)
+        raise MissingFilesError("; ".join(missing) + "; or edit the paths in the config "
+                                "(avtag never downloads)", source)
 
 
 def load_video_config(path: str | Path):
