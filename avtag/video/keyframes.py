@@ -12,9 +12,10 @@ Our documented choices (004 gives no λ; DS3 sets λ = α·λ_max):
     (:data:`avtag.video.ds3.DEFAULT_ALPHAS`, 0.2 for q = ∞) down by factors of
     :data:`ALPHA_STEP` to :data:`MIN_ALPHA`, all in one batched ADMM solve, and the largest α
     whose Z has at least k non-zero rows (row sum > SUPPORT_THRESHOLD) is used. So the key
-    frames are DS3's own representatives: at the fixed α = 0.2 only 18 of the 28 key frames on
-    the 7 clips of ``../shared/data/videos`` came from DS3 (2–3 per clip), the rest from the
-    fill below; with the search all 28 do (``tests/test_keyframes.py`` checks it). The largest
+    frames are DS3's own representatives: at the fixed α = 0.2 only 22 of the 28 key frames on
+    the 7 clips of ``../shared/data/videos`` (embedded features, 3 fps, whole clips) were
+    non-zero rows of Z (2 on car-detection.mp4 and on the pancake clip), the rest came from
+    the fill below; with the search all 28 are (``tests/test_keyframes.py`` checks it). The largest
     such α keeps λ as strong as possible, so DS3 still prefers frames that represent many
     others over lone outliers. ``alpha_search=False`` solves only at the given α.
   - Ranking: non-zero rows by their sums, largest first; rows tied with the k-th sum (within
