@@ -102,3 +102,24 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path):
                                              "ontology_path: ../onto.json\n")
     config = load_video_config(tmp_path / "sub" / "c.yaml")
     assert config.ontology_path == str((tmp_path / "onto.json").resolve())
+
+
+def test_a_pickled_word_vector_file_is_refused_before_any_model_loads(tmp_path):
+    """10.3 through the config and the branch: the marker written by unpickling never appears."""
+    import pickle
+
+    class WritesMarker:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "marker"), "w"))
+
+    evil = tmp_path / "evil.kv"
+    evil.write_bytes(pickle.dumps(WritesMarker(), protocol=4))
+    (tmp_path / "c.yaml").write_text("word_vectors: keyed-vectors\nword_vectors_path: evil.kv\n")
+    with pytest.raises(VideoConfigError, match="pickle") as err:
+        load_video_config(tmp_path / "c.yaml")
+    assert "trust_pickle" in str(err.value) and "\n" not in str(err.value)
+    branch = VideoBranch(VideoBranchConfig(word_vectors="keyed-vectors",
+                                           word_vectors_path=str(evil)))
+    with pytest.raises(VideoConfigError, match="pickle"):
+        branch.load()
+    assert branch._recognizer is None and not (tmp_path / "marker").exists()

@@ -104,7 +104,8 @@ def check_config_files(config, source: str | Path | None = None) -> None:
     """One line listing every file the config names that is absent, and what to put there.
 
     Also refuses settings that need a file but name none (e.g. ``keyframe_features:
-    alexnet_conv5`` without ``alexnet_weights_path``). Reads nothing but the file system.
+    alexnet_conv5`` without ``alexnet_weights_path``), and a gensim native (pickle) word-vector
+    file without ``trust_pickle``. Reads only file headers, never unpickles.
     """
     need = {
         "word_vectors_path": config.word_vectors == "keyed-vectors",
@@ -127,6 +128,16 @@ def check_config_files(config, source: str | Path | None = None) -> None:
     if missing:
         raise MissingFilesError("; ".join(missing) + "; or edit the paths in the config "
                                 "(avtag never downloads)", source)
+    if config.word_vectors == "keyed-vectors" and not config.trust_pickle:
+        from avtag.video.word_vectors import PICKLE_REFUSED, detect_vector_format
+
+        try:
+            kind = detect_vector_format(Path(config.word_vectors_path))
+        except InputFileError:
+            kind = None  # not a vector file at all: reported when the vectors load
+        if kind == "native":
+            raise VideoConfigError(f"word_vectors_path {config.word_vectors_path}: "
+                                   f"{PICKLE_REFUSED}", source)
 
 
 def load_video_config(path: str | Path):
