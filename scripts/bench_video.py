@@ -3,6 +3,9 @@
     python scripts/bench_video.py                 # DS3 table at n = 240 frames (004 §3.4)
     python scripts/bench_video.py --branch        # plus the video branch on a 10 s 640x360 clip
     python scripts/bench_video.py --branch --video clip.mp4   # ... on your own clip
+    python scripts/bench_video.py --skip-ds3 --startup  # recognizer import + first forward, avtag vs timm
+    python scripts/bench_video.py --skip-ds3 --opencv   # frame resize / colour conversion vs opencv
+    python scripts/bench_video.py --skip-ds3 --descriptions ontology.json  # event descriptions
 
 Targets: ADMM >= 20x faster than cvxpy with the same key frames; the branch <= 3 s wall per
 10 s clip on 2 CPU cores with default settings. CUDA figures are added when a GPU is present.
@@ -158,6 +161,142 @@ def bench_branch(video: Path | None, repeats: int) -> None:
               f"{prediction.keyframe_indices.tolist()})")
 
 
+STARTUP_AVTAG = """
+import time, resource, numpy as np
+t0 = time.perf_counter()
+import torch
+torch.set_num_threads({threads})
+from avtag.video.recognize import load_recognizer
+t1 = time.perf_counter()
+r = load_recognizer('efficientnet_lite0', device='cpu')
+t2 = time.perf_counter()
+r(np.zeros((1, 360, 640, 3), np.uint8))
+t3 = time.perf_counter()
+print(t1 - t0, t2 - t1, t3 - t2, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+STARTUP_TIMM = """
+import time, resource, numpy as np
+t0 = time.perf_counter()
+import torch
+torch.set_num_threads({threads})
+import timm
+from timm.data import resolve_data_config
+from torchvision.transforms import v2
+from avtag.video.recognize import _load_by_position, _read_state_dict, embedded_efficientnet_weights
+t1 = time.perf_counter()
+m = timm.create_model('tf_efficientnet_lite0', pretrained=False).eval()
+path = embedded_efficientnet_weights()
+_load_by_position(m, _read_state_dict(path), path)
+cfg = resolve_data_config({{}}, model=m)
+pre = v2.Compose([v2.Resize(256, interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
+                  v2.CenterCrop(224), v2.ToDtype(torch.float32, scale=True),
+                  v2.Normalize(cfg['mean'], cfg['std'])])
+t2 = time.perf_counter()
+with torch.inference_mode():
+    m(pre(torch.zeros((1, 3, 360, 640), dtype=torch.uint8)))
+t3 = time.perf_counter()
+print(t1 - t0, t2 - t1, t3 - t2, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def bench_startup(repeats: int, threads: int) -> None:
+    """Fresh interpreters: imports, model build + weights, first forward on one frame."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    print(f"\nEmbedded recognizer start-up, fresh interpreter, median of {repeats} "
+          f"({threads} torch threads)")
+    print(f"{'path':28} {'imports s':>9} {'build s':>8} {'1st fwd s':>9} {'total s':>8} {'RSS MiB':>8}")
+    for name, code in (("avtag EfficientNetLite0", STARTUP_AVTAG), ("timm tf_efficientnet_lite0", STARTUP_TIMM)):
+        rows = []
+        for _ in range(repeats):
+            out = subprocess.run([sys.executable, "-c", code.format(threads=threads)], env=env,
+                                 check=True, capture_output=True, text=True).stdout.split()
+            rows.append([float(v) for v in out])
+        cols = [statistics.median(r[i] for r in rows) for i in range(4)]
+        print(f"{name:28} {cols[0]:9.2f} {cols[1]:8.2f} {cols[2]:9.2f} {sum(cols[:3]):8.2f} "
+              f"{cols[3]:8.0f}")
+
+
+def bench_opencv(videos: Path, repeats: int) -> None:
+    """decode.py's frame resizing and colour conversion against opencv doing the same step."""
+    try:
+        import cv2
+    except ImportError:
+        print("\n(opencv not installed: pip install opencv-python-headless)")
+        return
+    import av
+    import decord
+
+    from avtag.video.decode import _pick_frames, probe, resized_shape
+
+    cv2.setNumThreads(1)
+    clips = sorted(p for p in videos.glob("*") if p.suffix in (".mp4", ".mkv"))
+    print(f"\nFrame resize + RGB conversion (3 fps, longer side 640), best of {repeats} s per clip")
+    print(f"{'clip':24} {'size':>9} {'decord resize':>13} {'decord+cv2':>10} "
+          f"{'pyav rgb24':>10} {'pyav+cv2':>9}")
+    for clip in clips:
+        info = probe(clip)
+        width, height = resized_shape(info.width, info.height, 640)
+
+        def picks(reader):
+            stamps = np.asarray(reader.get_frame_timestamp(np.arange(len(reader))))
+            return _pick_frames(stamps[:, 0], float(stamps[-1, 1]), 3.0, None).tolist()
+
+        def decord_resize():
+            reader = decord.VideoReader(str(clip), width=width, height=height)
+            return reader.get_batch(picks(reader)).asnumpy()
+
+        def decord_cv2():
+            reader = decord.VideoReader(str(clip))
+            frames = reader.get_batch(picks(reader)).asnumpy()
+            return [cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in frames]
+
+        def pyav(convert):
+            out = []
+            with av.open(str(clip)) as container:
+                for frame in container.decode(container.streams.video[0]):
+                    out.append(convert(frame))
+            return out
+
+        def pyav_rgb():
+            return pyav(lambda f: f.to_ndarray(format="rgb24", width=width, height=height))
+
+        def pyav_cv2():
+            def convert(f):
+                yuv = f.to_ndarray(format="yuv420p")
+                rgb = cv2.cvtColor(yuv, cv2.COLOR_YUV2RGB_I420)
+                return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+            return pyav(convert)
+
+        times = [timed(fn, repeats)[1] for fn in (decord_resize, decord_cv2, pyav_rgb, pyav_cv2)]
+        print(f"{clip.name[:24]:24} {info.width}x{info.height:<4} {times[0]:13.3f} {times[1]:10.3f} "
+              f"{times[2]:10.3f} {times[3]:9.3f}")
+
+
+def compare_descriptions(videos: Path, ontology: Path) -> None:
+    """Top events of each shared clip with the manifest's and the ontology's descriptions."""
+    from avtag.video.branch import VideoBranch, VideoBranchConfig
+    from avtag.video.decode import decode_video
+
+    manifest = VideoBranch(VideoBranchConfig())
+    from_ontology = VideoBranch(VideoBranchConfig(event_descriptions="ontology",
+                                                  ontology_path=str(ontology)))
+    from_ontology._recognizer = manifest.recognizer
+    print(f"\nTop-3 video events per clip (embedded branch, whole clip, 3 fps): hand-written "
+          f"manifest vs AudioSet ontology descriptions ({ontology})")
+    for clip in sorted(p for p in videos.glob("*") if p.suffix in (".mp4", ".mkv")):
+        video = decode_video(clip, fps=manifest.config.fps, with_audio=False)
+        recognition = manifest.recognizer(video.frames)
+        for label, branch in (("manifest", manifest), ("ontology", from_ontology)):
+            top = branch.predict_recognized(recognition, video.times).top_events(3)
+            print(f"  {clip.name[:22]:22} {label:8} " + ", ".join(f"{n} {p:.2f}" for n, p in top))
+
+
 @cli_guard
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -172,12 +311,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--branch", action="store_true", help="also time the whole video branch")
     parser.add_argument("--video", type=Path, default=None, help="clip for --branch")
     parser.add_argument("--skip-ds3", action="store_true")
+    parser.add_argument("--startup", action="store_true",
+                        help="recognizer import + first forward, avtag's module vs timm's")
+    parser.add_argument("--opencv", action="store_true",
+                        help="decode.py's frame resizing/colour conversion vs opencv")
+    parser.add_argument("--descriptions", type=Path, default=None, metavar="ONTOLOGY_JSON",
+                        help="compare the manifest's and this ontology's event descriptions")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if not args.skip_ds3:
         bench_ds3(args.frames, args.alpha, args.repeats, args.videos)
     if args.branch:
         bench_branch(args.video, args.repeats)
+    if args.startup:
+        bench_startup(args.repeats, args.threads)
+    if args.opencv:
+        bench_opencv(args.videos, args.repeats)
+    if args.descriptions is not None:
+        compare_descriptions(args.videos, args.descriptions)
     return 0
 
 

@@ -160,3 +160,97 @@ def test_video_without_audio_stream_says_so():
     with pytest.raises(AudioDecodeError, match="has no audio stream") as err:
         load_audio(path)
     _assert_one_line(err.value, path)
+
+
+# ----------------------------------------------------------------------------- 10.11 messages
+
+
+def test_unreadable_file_says_permission_denied(tone, monkeypatch):
+    import errno
+    import os
+
+    folder, stereo = tone
+    path = folder / "locked.wav"
+    sf.write(path, stereo, SR)
+    if os.geteuid() != 0:  # root reads any file: simulate the refusal there
+        path.chmod(0)
+    else:
+        real_open = os.open
+
+        def refusing_open(target, *args, **kwargs):
+            if str(target) == str(path):
+                raise PermissionError(errno.EACCES, "Permission denied", str(target))
+            return real_open(target, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", refusing_open)
+    for reader in (load_audio, audio_info):
+        with pytest.raises(AudioDecodeError, match="permission denied") as err:
+            reader(path)
+        _assert_one_line(err.value, path)
+        assert "System error" not in str(err.value) and "no such file" not in str(err.value)
+
+
+def test_symlink_loop_and_broken_link_say_so(tmp_path):
+    loop = tmp_path / "loop.wav"
+    loop.symlink_to(loop)
+    with pytest.raises(AudioDecodeError, match="symbolic link loop") as err:
+        load_audio(loop)
+    _assert_one_line(err.value, loop)
+    dangling = tmp_path / "dangling.wav"
+    dangling.symlink_to(tmp_path / "gone.wav")
+    with pytest.raises(AudioDecodeError, match="broken symbolic link") as err:
+        load_audio(dangling)
+    assert "gone.wav" in str(err.value)
+
+
+def test_a_path_with_a_newline_is_shown_unambiguously(tone):
+    folder, stereo = tone
+    (folder / "a").mkdir()
+    path = folder / "a\nb.wav"  # not the file "a b.wav"
+    for message in ("no such file", "empty file", "not a decodable"):
+        if message == "empty file":
+            path.write_bytes(b"")
+        elif message == "not a decodable":
+            path.write_text("plain text, not audio")
+        with pytest.raises(AudioDecodeError, match=message) as err:
+            load_audio(path)
+        text = str(err.value)
+        assert "\n" not in text and repr(str(path)) in text and "a b.wav" not in text
+
+
+def test_truncated_mp4_audio_is_an_error_like_a_truncated_wav(tmp_path):
+    """0.34 s of a 13.4 s track used to come back without a word; a truncated WAV raises."""
+    from avtag.video.decode import decode_audio
+
+    whole = shared_path("data", "videos", "motorcycle.mp4")
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[:120_000])  # the index (moov) is first: it still opens
+    with pytest.raises(AudioDecodeError, match=r"truncated: the audio stream declares 13.40 s, "
+                                               r"only 1.00 s decode") as err:
+        load_audio(cut)
+    _assert_one_line(err.value, cut)
+    head, sr = load_audio(cut, max_seconds=0.5)  # what was asked for is all there
+    assert head.shape == (sr // 2,)
+    audio, rate, notes = decode_audio(cut)  # the video path keeps going and says so
+    assert len(audio) / rate == pytest.approx(1.0, abs=0.01)
+    assert any("audio track looks truncated" in note for note in notes)
+
+
+def test_float_wav_beyond_full_scale_is_normalised_with_a_warning(tmp_path):
+    from avtag.audio.io import AudioLevelWarning
+
+    path = tmp_path / "loud.wav"
+    ramp = np.linspace(-3e5, 1.5e5, SR).astype(np.float32)
+    sf.write(path, ramp, SR, subtype="FLOAT")
+    with pytest.warns(AudioLevelWarning, match="peaks at 300000"):
+        samples, _ = load_audio(path)
+    assert samples.dtype == np.float32 and float(np.abs(samples).max()) == pytest.approx(1.0)
+    np.testing.assert_allclose(samples, ramp / 3e5, rtol=1e-6, atol=1e-7)
+    quiet = tmp_path / "quiet.wav"
+    sf.write(quiet, ramp / 3e5 * 0.9, SR, subtype="FLOAT")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # within full scale: returned as is, no warning
+        same, _ = load_audio(quiet)
+    np.testing.assert_allclose(same, ramp / 3e5 * 0.9, rtol=1e-6, atol=1e-7)

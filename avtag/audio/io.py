@@ -6,26 +6,85 @@ which decodes the first audio stream. The audio branch never needs decord or the
 branch to read audio.
 
 Every failure is an :class:`avtag.errors.AudioDecodeError` whose single line names the
-file: missing, a directory, empty (0 bytes), truncated/corrupt, not audio, no audio
-stream, or no samples at all. Silent audio is *not* an error: it decodes to zeros.
+file: missing, a broken symbolic link or a symbolic-link loop, permission denied, a
+directory, empty (0 bytes), truncated/corrupt, not audio, no audio stream, or no samples at
+all. A path with a newline or another unprintable character is shown repr-style
+(``'a\\nb.wav'``), so the line names exactly one file. Silent audio is *not* an error: it
+decodes to zeros.
 
-Choices where the paper is silent:
+Our documented choices (no paper fixes them):
 - Resampling uses ``torchaudio.functional.resample`` (windowed-sinc, its defaults).
 - Multi-channel audio is mixed down to mono by averaging the channels.
 - Integer PCM is scaled to [-1, 1) (soundfile's ``dtype="float32"``).
+- Float audio whose peak exceeds 1 (a float WAV may hold any value) is divided by its peak, so
+  :func:`load_audio` always returns [-1, 1], with an :class:`AudioLevelWarning` naming the
+  file and the peak: refusing would reject real float files with a little headroom above
+  full scale, and the level a model sees is then the loudest level it could see.
+- A truncated file raises, whatever the container: a WAV/FLAC whose header declares more
+  frames than decode, and an MP4/MKV/... whose audio stream decodes more than
+  :data:`TRUNCATION_SLACK_S` shorter than its header declares (e.g. 0.34 s of a 13.4 s track).
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import torch
-import torchaudio.functional as AF
 
-from avtag.errors import AudioDecodeError, check_input_file
+from avtag.errors import AudioDecodeError, InputFileError
+
+TRUNCATION_SLACK_S = 0.5  # audio decoded this much shorter than its header declares: truncated
+
+
+class AudioLevelWarning(UserWarning):
+    """Float audio beyond full scale was normalised to [-1, 1]."""
+
+
+def display_path(path: str | Path) -> str:
+    """``path`` as it should appear in a one-line message: repr-style when it holds a newline
+    or another unprintable character, so the message names exactly one file."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)
+
+
+def check_readable_file(
+    path: str | Path, expected: str = "a media file", error: type[InputFileError] = InputFileError
+) -> Path:
+    """The missing / directory / empty checks of :func:`avtag.errors.check_input_file`, plus
+    permission denied, a broken symbolic link and a symbolic-link loop, each said as such, with
+    the path shown by :func:`display_path`."""
+    path = Path(path)
+    shown = display_path(path)
+    try:
+        info = os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise error("symbolic link loop (the link resolves back to itself)", shown) from None
+        if err.errno in (errno.EACCES, errno.EPERM):
+            raise error("permission denied (a folder on the path cannot be searched)", shown) from None
+        if err.errno in (errno.ENOENT, errno.ENOTDIR):
+            if os.path.islink(path):
+                target = display_path(os.readlink(path))
+                raise error(f"broken symbolic link (points to {target}, which does not exist)",
+                            shown) from None
+            raise error("no such file", shown) from None
+        raise error(f"cannot access ({err.strerror or type(err).__name__})", shown) from None
+    if os.path.isdir(path):
+        raise error(f"is a directory, expected {expected}", shown)
+    if info.st_size == 0:
+        raise error(f"empty file (0 bytes), expected {expected}", shown)
+    try:
+        os.close(os.open(path, os.O_RDONLY))
+    except PermissionError:
+        raise error("permission denied (the file is not readable by this user)", shown) from None
+    except OSError as err:
+        raise error(f"cannot open ({err.strerror or type(err).__name__})", shown) from None
+    return path
 
 # Containers that libsndfile never reads; go straight to PyAV for these.
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4a", ".m4v", ".mkv", ".webm", ".mov", ".avi", ".aac", ".wmv", ".flv", ".3gp", ".ts"})
@@ -54,8 +113,7 @@ def _describe_libsndfile_error(err: Exception) -> str:
 
 def audio_info(path: str | Path) -> AudioInfo:
     """Sample rate, channel count, frame count and format of an audio (or video) file."""
-    path = Path(path)
-    check_input_file(path, "an audio file", AudioDecodeError)
+    path = check_readable_file(path, "an audio file", AudioDecodeError)
     if path.suffix.lower() not in VIDEO_SUFFIXES:
         try:
             info = sf.info(str(path))
@@ -80,8 +138,7 @@ def load_audio(
     given (resampled) and the file's own rate otherwise. ``max_seconds`` decodes only
     the first ``max_seconds`` of the file (cheap on long recordings).
     """
-    path = Path(path)
-    check_input_file(path, "an audio file", AudioDecodeError)
+    path = check_readable_file(path, "an audio file", AudioDecodeError)
     if path.suffix.lower() in VIDEO_SUFFIXES:
         samples, sr = _pyav_decode(path, max_seconds, None)
     else:
@@ -89,10 +146,16 @@ def load_audio(
             samples, sr = _soundfile_decode(path, max_seconds)
         except (sf.LibsndfileError, RuntimeError, TypeError) as err:
             samples, sr = _pyav_decode(path, max_seconds, _describe_libsndfile_error(err))
+    shown = display_path(path)
     if samples.shape[1] == 0:
-        raise AudioDecodeError("contains no audio samples (0 frames)", path)
+        raise AudioDecodeError("contains no audio samples (0 frames)", shown)
     if not np.all(np.isfinite(samples)):
-        raise AudioDecodeError("contains NaN or infinite samples", path)
+        raise AudioDecodeError("contains NaN or infinite samples", shown)
+    peak = float(np.abs(samples).max())
+    if peak > 1.0:
+        warnings.warn(f"{shown}: float audio peaks at {peak:.6g}, beyond full scale; "
+                      "divided by its peak to fit [-1, 1]", AudioLevelWarning, stacklevel=2)
+        samples = samples / np.float32(peak)
     if mono:
         samples = samples.mean(axis=0, dtype=np.float32)
     if target_sr is not None and int(target_sr) != sr:
@@ -105,6 +168,9 @@ def resample(samples: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     """Resample along the last axis with ``torchaudio.functional.resample``."""
     if orig_sr == target_sr:
         return samples.astype(np.float32, copy=False)
+    import torch
+    import torchaudio.functional as AF
+
     tensor = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
     return AF.resample(tensor, int(orig_sr), int(target_sr)).numpy()
 
@@ -118,10 +184,11 @@ def _soundfile_decode(path: Path, max_seconds: float | None) -> tuple[np.ndarray
             data = fh.read(frames=frames, dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError) as err:  # the header was fine, the stream is not
             reason = _describe_libsndfile_error(err)
-            raise AudioDecodeError(f"truncated or corrupt {container} stream ({reason})", path) from None
+            raise AudioDecodeError(f"truncated or corrupt {container} stream ({reason})", display_path(path)) from None
     expected = declared if frames < 0 else min(frames, declared)
     if len(data) < expected:  # e.g. a FLAC cut short: the header promises more frames
-        raise AudioDecodeError(f"truncated: header declares {declared} frames, only {len(data)} decode", path)
+        raise AudioDecodeError(f"truncated: header declares {declared} frames, only {len(data)} decode",
+                               display_path(path))
     if container == "WAV":
         _check_wav_complete(path)
     return data.T, sr  # (channels, N)
@@ -143,7 +210,8 @@ def _check_wav_complete(path: Path) -> None:
                 present = size - offset - 8
                 if chunk_size not in (0, 0xFFFFFFFF) and chunk_size > present:
                     raise AudioDecodeError(
-                        f"truncated: data chunk declares {chunk_size} bytes, only {present} present", path)
+                        f"truncated: data chunk declares {chunk_size} bytes, only {present} present",
+                        display_path(path))
                 return
             offset += 8 + chunk_size + (chunk_size & 1)
 
@@ -172,12 +240,13 @@ def _pyav_open(path: Path, sndfile_error: str | None):
         return av.open(str(path), mode="r")
     except (av.error.FFmpegError, OSError, ValueError) as err:
         reason = sndfile_error or getattr(err, "strerror", None) or type(err).__name__
-        raise AudioDecodeError(f"not a decodable audio or video file ({reason})", path) from None
+        raise AudioDecodeError(f"not a decodable audio or video file ({reason})",
+                               display_path(path)) from None
 
 
 def _first_audio_stream(container, path: Path):
     if not container.streams.audio:
-        raise AudioDecodeError("has no audio stream", path)
+        raise AudioDecodeError("has no audio stream", display_path(path))
     return container.streams.audio[0]
 
 
@@ -191,8 +260,10 @@ def _pyav_decode(path: Path, max_seconds: float | None, sndfile_error: str | Non
         sr = int(stream.sample_rate or stream.codec_context.sample_rate)
         limit = None if max_seconds is None else max(0, int(round(max_seconds * sr)))
         converter = av.AudioResampler(format="fltp", layout=stream.layout.name if stream.layout else None, rate=sr)
+        declared = _declared_seconds(container, stream)
         chunks: list[np.ndarray] = []
         decoded = 0
+        damage = None
         try:
             for frame in container.decode(stream):
                 for converted in converter.resample(frame):
@@ -203,12 +274,29 @@ def _pyav_decode(path: Path, max_seconds: float | None, sndfile_error: str | Non
             else:
                 for converted in converter.resample(None):  # flush
                     chunks.append(converted.to_ndarray())
+                    decoded += chunks[-1].shape[1]
         except av.error.FFmpegError as err:
+            damage = type(err).__name__
             if not chunks:
-                raise AudioDecodeError(f"audio stream cannot be decoded ({type(err).__name__})", path) from None
-            # A truncated tail: keep what decoded, as libsndfile does for cut-short files.
+                raise AudioDecodeError(f"audio stream cannot be decoded ({damage})",
+                                       display_path(path)) from None
+    wanted = declared if max_seconds is None or declared is None else min(declared, max_seconds)
+    if wanted is not None and decoded / sr + TRUNCATION_SLACK_S < wanted:
+        # as a truncated WAV or FLAC: an error, never a silently shorter clip
+        raise AudioDecodeError(
+            f"truncated: the audio stream declares {declared:.2f} s, only {decoded / sr:.2f} s "
+            f"decode{f' ({damage})' if damage else ''}", display_path(path))
     channels = int(stream.channels or (chunks[0].shape[0] if chunks else 1))
     samples = np.concatenate(chunks, axis=1) if chunks else np.zeros((channels, 0), np.float32)
     if limit is not None:
         samples = samples[:, :limit]
     return samples.astype(np.float32, copy=False), sr
+
+
+def _declared_seconds(container, stream) -> float | None:
+    """Length of the audio stream as its header declares it (None when it does not say)."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000
+    return None

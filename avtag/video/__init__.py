@@ -1,7 +1,9 @@
 """The video branch (004 §2.2): key frames, object recognition and object-to-event mapping.
 
-Importing this package is cheap: torch, the recognizer and the word vectors load only when a
-:class:`VideoBranch` first predicts (or on ``VideoBranch.load()``).
+Settings: ``configs/video/paper.yaml`` (004 §2.2) or ``embedded.yaml`` (offline default) via
+:func:`avtag.video.config.load_video_config`; ``VideoBranch(config, events=[...])`` maps to
+any event list. Importing this package is cheap: torch, the recognizer and the word vectors
+load only when a :class:`VideoBranch` first predicts (or on ``VideoBranch.load()``).
 """
 
 from __future__ import annotations

@@ -2,28 +2,36 @@
 
 Flow for one clip::
 
-    decode (frames sampled at ``fps``)
-      -> one recognizer forward pass on every frame: ImageNet probabilities + pooled features
-      -> DS3 key frames on the features (§2.2.1; 4 per clip, §3.4)
-      -> rectify the key frames' distributions to their top 10, sum, rectify again (§2.2.2)
-      -> map the 10 objects to the 17 events with word vectors (§2.2.2)
+    decode (frames sampled at ``fps``; every frame with ``fps=None``, as §3.4's 240 frames)
+      -> key-frame features: the recognizer's pooled features of every frame (embedded
+         default, one forward pass) or AlexNet conv5 of every frame (§2.2.1, paper config)
+      -> DS3 key frames on those features (§2.2.1; 4 per clip, §3.4)
+      -> recognizer probabilities of the key frames, rectified to their top 10, summed,
+         rectified again (§2.2.2)
+      -> the 10 objects mapped to the events with word vectors (§2.2.2): the 17 DCASE events
+         by default, or ANY event list given as ``VideoBranch(config, events=[...])``
 
-Choices where the paper is silent:
-  - Frames are sampled at ``fps = 3`` by default (30 frames for a 10 s clip) rather than all
-    240 frames of §3.4, so the whole branch stays within about 3 s per 10 s clip on a 2-core
-    CPU; DS3 then picks 4 of 30 frames instead of 4 of 240. Consecutive frames at 24 fps are
-    nearly identical, so this mostly removes redundancy, but short events (< 1/3 s on screen)
-    can be missed: ``fps=None`` analyses every frame as the paper does.
-  - Frames are decoded at most 640 px on the longer side (the recognizer crops 224 px).
-  - The recognizer is EfficientNet-Lite0 by default (embedded weights); the paper's
-    Inception-v4 is ``recognizer="inception_v4"`` (weights supplied by the user). Key-frame
-    features come from the same forward pass (see :mod:`avtag.video.recognize`).
+Settings are a :class:`VideoBranchConfig`, usually read from ``configs/video/*.yaml``
+(:func:`avtag.video.config.load_video_config`): ``paper.yaml`` is §2.2 exactly (Inception-v4,
+glove.840B.300d, AlexNet conv5 for DS3, all frames, 4 key frames; the weights are the user's
+local files), ``embedded.yaml`` the offline default below.
+
+Our documented choices for the embedded default (004 states the paper setting):
+  - Frames are sampled at ``fps = 3`` (30 frames for a 10 s clip) rather than all 240 frames
+    of §3.4, so the whole branch stays within about 3 s per 10 s clip on a 2-core CPU; DS3
+    then picks 4 of 30 frames instead of 4 of 240. Short events (< 1/3 s on screen) can be
+    missed: ``fps: null`` analyses every frame as the paper does.
+  - The recognizer is EfficientNet-Lite0 (embedded weights) instead of Inception-v4, word
+    vectors GloVe 6B-50d instead of glove.840B.300d, and DS3 runs on the recognizer's pooled
+    features instead of AlexNet conv5 (one network, one pass per frame).
+  - Frames are decoded at most 640 px on the longer side (the recognizers crop 224/299 px).
+  - DS3's α is searched per clip so that DS3 itself yields the key frames
+    (:mod:`avtag.video.keyframes`); ``ds3_alpha_search: false`` keeps one α.
   - ``keyframe_indices`` are positions in the analysed (sampled) frame sequence;
     ``keyframe_times`` are their presentation times in seconds (``None`` for a frames array
     given without ``times``).
   - ``predict(path, start=, end=)`` decodes the whole video at ``fps`` and keeps the frames
     inside [start, end): simple and exact, at the cost of decoding frames outside the segment.
-  - DS3 settings left at ``None`` take :mod:`avtag.video.keyframes`' defaults.
   - The mapping is the paper's (each object to its single most similar event, no similarity
     floor); ``top_k_events`` and ``similarity_floor`` are there to experiment with.
   - ``predict_batch`` runs clip by clip (the recognizer batches frames within a clip).
@@ -32,92 +40,81 @@ Choices where the paper is silent:
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from avtag.errors import InputFileError
+from avtag.video.prediction import VideoPrediction, _check_frames  # noqa: F401 - re-exported
+
+if TYPE_CHECKING:
+    from avtag.events import EventDescription, EventSpec
 
 
 @dataclass
 class VideoBranchConfig:
-    """Settings of :class:`VideoBranch` (defaults: fast embedded models, paper's k and top-10)."""
+    """Settings of :class:`VideoBranch` (defaults: the embedded offline branch,
+    ``configs/video/embedded.yaml``; ``configs/video/paper.yaml`` is 004 §2.2)."""
 
-    recognizer: Literal["efficientnet_lite0", "inception_v4"] = "efficientnet_lite0"
+    recognizer: Literal["efficientnet_lite0", "inception_v4"] = "efficientnet_lite0"  # 004 §2.2.2: Inception-v4
     weights_path: str | None = None  # recognizer weights (required for inception_v4 unless cached)
-    fps: float | None = 3.0  # frames analysed per second; None = every frame (paper: 24 fps)
-    max_side: int | None = 640  # decode size cap (longer side, pixels)
-    num_keyframes: int = 4  # 004 §3.4
+    fps: float | None = 3.0  # frames analysed per second; None = every frame (004 §3.4: 240 of 10 s)
+    max_side: int | None = 640  # decode size cap (longer side, pixels); our documented choice
+    num_keyframes: int = 4  # 004 §2.2.1 / §3.4
     keyframe_method: Literal["ds3", "uniform", "kmedoids"] = "ds3"  # 004 §2.2.1: DS3
+    keyframe_features: Literal["recognizer", "alexnet_conv5"] = "recognizer"  # 004 §2.2.1: conv5
+    alexnet_weights_path: str | None = None  # torchvision AlexNet state dict (keyframe_features alexnet_conv5)
     ds3_solver: Literal["admm", "cvxpy"] = "admm"
     ds3_q: Literal[2, "inf"] | None = None  # None: avtag.video.keyframes' default
-    ds3_alpha: float | None = None  # λ = α·λ_max; None: avtag.video.keyframes' default
+    ds3_alpha: float | None = None  # λ = α·λ_max (first α tried); None: avtag.video.ds3's default
+    ds3_alpha_search: bool = True  # lower α per clip until DS3 yields num_keyframes rows
     top_objects: int = 10  # 004 §2.2.2 rectification keeps the top 10 classes
     word_vectors: Literal["glove-6b-50d", "keyed-vectors", "sentence"] = "glove-6b-50d"
-    word_vectors_path: str | None = None  # e.g. glove.840B.300d.txt (the paper's vectors)
-    top_k_events: int = 1  # events that receive each object's probability (paper: 1)
+    word_vectors_path: str | None = None  # e.g. glove.840B.300d.txt (004 §2.2.2's vectors)
+    trust_pickle: bool = False  # True: allow gensim's native word-vector format, a pickle that runs code
+    event_descriptions: Literal["manifest", "ontology"] = "manifest"  # text embedded per event
+    ontology_path: str | None = None  # the user's AudioSet ontology.json (descriptions, lookups)
+    top_k_events: int = 1  # events that receive each object's probability (004 §2.2.2: 1)
     similarity_floor: float | None = None  # drop object->event links below this cosine
-    device: str | None = None  # None: CUDA when available, else CPU
+    device: str | None = None  # None / "auto": CUDA when available, else CPU
     batch_size: int = 32  # frames per recognizer forward
 
 
-@dataclass
-class VideoPrediction:
-    """What the video branch says about one clip."""
-
-    event_probs: np.ndarray  # (17,) float in [0, 1]
-    event_names: list[str]
-    keyframe_indices: np.ndarray  # (k,) positions in the analysed frames, ascending
-    keyframe_times: np.ndarray | None  # (k,) seconds
-    keyframe_objects: list[list[tuple[str, float]]]  # per key frame: rectified top objects
-    objects: list[tuple[str, float]]  # the clip's rectified top objects, most probable first
-    object_indices: np.ndarray  # ImageNet indices of ``objects``
-    links: list  # ObjectEventLink: object -> event, similarity, probability
-    timings: dict[str, float]  # seconds: load, decode, features, ds3, recognition, mapping
-    notes: list[str] = field(default_factory=list)
-    source: str | None = None
-    num_frames: int = 0  # frames analysed
-
-    def top_events(self, n: int = 5) -> list[tuple[str, float]]:
-        """The ``n`` most probable events, most probable first."""
-        order = np.argsort(-self.event_probs, kind="stable")[:n]
-        return [(self.event_names[i], float(self.event_probs[i])) for i in order]
-
-    def to_dict(self) -> dict:
-        """JSON-ready dictionary."""
-        out = asdict(self)
-        out["event_probs"] = {n: float(p) for n, p in zip(self.event_names, self.event_probs)}
-        del out["event_names"]
-        out["keyframe_indices"] = self.keyframe_indices.tolist()
-        out["keyframe_times"] = (
-            None if self.keyframe_times is None else self.keyframe_times.tolist()
-        )
-        out["object_indices"] = self.object_indices.tolist()
-        return out
-
-
-def _check_frames(frames: np.ndarray, times) -> tuple[np.ndarray, np.ndarray | None]:
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"expected uint8 frames (N, H, W, 3), got {frames.dtype} {frames.shape}")
-    if len(frames) == 0:
-        raise ValueError("no frames to analyse")
-    if times is not None:
-        times = np.asarray(times, dtype=np.float64)
-        if times.shape != (len(frames),):
-            raise ValueError(f"times must be ({len(frames)},), got {times.shape}")
-    return frames, times
-
-
 class VideoBranch:
-    """Video-only sound-event tagger of 004 §2.2. Models load on first use and are shared."""
+    """Video-only sound-event tagger of 004 §2.2. Models load on first use and are shared.
 
-    def __init__(self, config: VideoBranchConfig | None = None):
+    ``events`` is the event list the objects are mapped to: ``None`` for the 17 DCASE 2017
+    events, or any names, ``(name, description)`` pairs or :class:`avtag.events.EventDescription`
+    items (e.g. the classes of an audio checkpoint, so that fusion runs on the classes both
+    branches share). Descriptions not given are looked up as :func:`avtag.events.describe_events`
+    says (manifest, the ontology of ``config.ontology_path``, else the name itself).
+    """
+
+    def __init__(self, config: VideoBranchConfig | None = None,
+                 events: Sequence[EventSpec] | None = None):
+        from avtag.events import describe_events
+
         self.config = config or VideoBranchConfig()
+        c = self.config
+        self.events: list[EventDescription] = describe_events(
+            events, c.event_descriptions, c.ontology_path)
         self._recognizer = None
         self._mapper = None
+        self._alexnet = None
+
+    @property
+    def event_names(self) -> list[str]:
+        """Names of the events this branch scores, in output order."""
+        return [e.name for e in self.events]
+
+    def with_events(self, events: Sequence[EventSpec] | None) -> VideoBranch:
+        """The same branch (same config, shared recognizer) mapping to another event list."""
+        other = VideoBranch(self.config, events)
+        other._recognizer, other._alexnet = self._recognizer, self._alexnet
+        return other
 
     @property
     def recognizer(self):
@@ -131,6 +128,23 @@ class VideoBranch:
         return self._recognizer
 
     @property
+    def alexnet(self):
+        """AlexNet conv5 (004 §2.2.1) for DS3 when ``keyframe_features`` is ``alexnet_conv5``."""
+        if self._alexnet is None:
+            from avtag.device import resolve_device
+            from avtag.video.frame_features import AlexNetConv5
+
+            c = self.config
+            if c.alexnet_weights_path is None:
+                from avtag.video.config import VideoConfigError
+
+                raise VideoConfigError("keyframe_features 'alexnet_conv5' needs alexnet_weights_path "
+                                       "(a torchvision AlexNet state dict; avtag never downloads)")
+            self._alexnet = AlexNetConv5(c.alexnet_weights_path, device=resolve_device(c.device),
+                                         batch_size=c.batch_size)
+        return self._alexnet
+
+    @property
     def mapper(self):
         if self._mapper is None:
             from avtag.video.mapping import KnowledgeMapper
@@ -141,26 +155,31 @@ class VideoBranch:
                 vectors_path=c.word_vectors_path,
                 top_k_events=c.top_k_events,
                 similarity_floor=c.similarity_floor,
+                event_names=[e.name for e in self.events],
+                event_descriptions=[e.description for e in self.events],
                 device=c.device,
+                trust_pickle=c.trust_pickle,
             )
             mapper.similarity  # embed (or read from cache) now, not inside a timed stage
             self._mapper = mapper
         return self._mapper
 
     def load(self) -> VideoBranch:
-        """Load the recognizer and the object/event embeddings now."""
+        """Check the configured files, then load the recognizer, AlexNet and the embeddings."""
+        from avtag.video.config import check_config_files
+
+        check_config_files(self.config)
         self.recognizer
+        if self.config.keyframe_features == "alexnet_conv5":
+            self.alexnet
         self.mapper
         return self
 
     def _decode(
-        self, source: str | Path, start: float | None, end: float | None
+        self, path: Path, start: float | None, end: float | None
     ) -> tuple[np.ndarray, np.ndarray, list[str]]:
         from avtag.video.decode import decode_video
 
-        path = Path(source)
-        if not path.exists():
-            raise InputFileError("file not found", path)
         video = decode_video(
             path, fps=self.config.fps, max_side=self.config.max_side, with_audio=False
         )
@@ -188,27 +207,54 @@ class VideoBranch:
         """Event probabilities of one clip: a video path, or RGB uint8 frames (N, H, W, 3).
 
         For a path, ``start``/``end`` (seconds) restrict the analysis to a segment, e.g. the
-        10-s DCASE segment of a longer video. A frames array is analysed as given (no
+        10-s DCASE segment of a longer video; a missing, unreadable or video-less file is a
+        one-line error before any model loads. A frames array is analysed as given (no
         resampling); ``times`` (seconds, one per frame) only label the key frames.
         """
         timings: dict[str, float] = {}
+        if isinstance(source, (str, Path)):
+            from avtag.video.decode import probe
+
+            path = Path(source)
+            if not probe(path).has_video:
+                from avtag.errors import VideoDecodeError
+
+                raise VideoDecodeError("no video stream", path)
+        else:
+            path = None
+            frames, times = _check_frames(source, times)
         tick = time.perf_counter()
         self.load()
         timings["load"] = time.perf_counter() - tick
 
         tick = time.perf_counter()
-        if isinstance(source, (str, Path)):
-            frames, times, notes = self._decode(source, start, end)
+        if path is not None:
+            frames, times, notes = self._decode(path, start, end)
             source_name: str | None = str(source)
         else:
-            frames, times = _check_frames(source, times)
             notes, source_name = [], None
         timings["decode"] = time.perf_counter() - tick
 
-        tick = time.perf_counter()
-        recognition = self.recognizer(frames)
-        timings["features"] = time.perf_counter() - tick
-        return self.predict_recognized(recognition, times, notes=notes, source=source_name, timings=timings)
+        if self.config.keyframe_features == "alexnet_conv5":
+            # 004 §2.2: AlexNet conv5 on every frame for DS3, the recognizer on key frames only
+            tick = time.perf_counter()
+            features = self.alexnet(frames).float().cpu().numpy()
+            timings["features"] = time.perf_counter() - tick
+            selection, key, ds3_time = self._select(features)
+            timings["ds3"] = ds3_time
+            tick = time.perf_counter()
+            keyframe_probs = self.recognizer(frames[key]).probs
+            timings["recognition"] = time.perf_counter() - tick
+        else:
+            tick = time.perf_counter()
+            recognition = self.recognizer(frames)
+            timings["features"] = time.perf_counter() - tick
+            selection, key, timings["ds3"] = self._select(recognition.features)
+            tick = time.perf_counter()
+            keyframe_probs = recognition.probs[key]
+            timings["recognition"] = time.perf_counter() - tick
+        return self._describe(selection, keyframe_probs, times, len(frames), notes, source_name,
+                              timings)
 
     def predict_recognized(
         self,
@@ -217,53 +263,77 @@ class VideoBranch:
         notes: list[str] | None = None,
         source: str | None = None,
         timings: dict[str, float] | None = None,
+        keyframe_features: np.ndarray | None = None,
     ) -> VideoPrediction:
         """:meth:`predict` from the recognizer's output on the clip's frames (key frames, mapping).
 
         ``recognition`` is a :class:`avtag.video.recognize.RecognitionResult` (or a slice of
         one), so callers that analyse overlapping segments of one video run the recognizer on
-        each frame once and select key frames per segment.
+        each frame once and select key frames per segment. With ``keyframe_features:
+        alexnet_conv5`` the caller passes ``keyframe_features`` (``branch.alexnet(frames)``)
+        of the same frames.
         """
-        from avtag.video.keyframes import select_keyframes
-        from avtag.video.recognize import clip_objects, rectify
-
-        c = self.config
         timings = dict(timings or {})
-        notes = list(notes or [])
         if len(recognition.probs) == 0:
             raise ValueError("no frames to analyse")
         if times is not None:
             times = np.asarray(times, dtype=np.float64)
             if times.shape != (len(recognition.probs),):
                 raise ValueError(f"times must be ({len(recognition.probs)},), got {times.shape}")
+        if keyframe_features is None:
+            if self.config.keyframe_features != "recognizer":
+                raise ValueError("keyframe_features is alexnet_conv5: pass keyframe_features="
+                                 "branch.alexnet(frames) for the same frames")
+            keyframe_features = recognition.features
+        elif len(keyframe_features) != len(recognition.probs):
+            raise ValueError("keyframe_features and recognition cover different frames")
         self.load()
+        selection, key, timings["ds3"] = self._select(keyframe_features)
+        return self._describe(selection, recognition.probs[key], times, len(recognition.probs),
+                              list(notes or []), source, timings)
+
+    def _select(self, features):
+        """DS3 (or a baseline) key frames of one clip, their positions and the seconds taken."""
+        from avtag.video.keyframes import select_keyframes
+
+        c = self.config
         tick = time.perf_counter()
-        ds3_options = {"q": c.ds3_q, "alpha": c.ds3_alpha}
+        options = {"q": c.ds3_q, "alpha": c.ds3_alpha}
         selection = select_keyframes(
-            recognition.features,
+            features,
             k=c.num_keyframes,
             method=c.keyframe_method,
             solver=c.ds3_solver,
-            **{name: value for name, value in ds3_options.items() if value is not None},
+            alpha_search=c.ds3_alpha_search,
+            **{name: value for name, value in options.items() if value is not None},
         )
         key = np.asarray(selection.indices, dtype=np.int64)
-        timings["ds3"] = time.perf_counter() - tick
+        return selection, key, time.perf_counter() - tick
 
+    def _describe(self, selection, keyframe_probs: np.ndarray, times, num_frames: int,
+                  notes: list[str], source: str | None, timings: dict) -> VideoPrediction:
+        """Rectify the key frames' objects and map them to the events (004 §2.2.2)."""
+        from avtag.video.recognize import clip_objects, rectify
+
+        c = self.config
+        key = np.asarray(selection.indices, dtype=np.int64)
         tick = time.perf_counter()
         names = self.recognizer.class_names
-        keyframe_probs = recognition.probs[key]
         rectified = rectify(keyframe_probs, c.top_objects)
         keyframe_objects = []
         for row in rectified:
             top = np.argsort(-row, kind="stable")[: c.top_objects]
             keyframe_objects.append([(names[i], float(row[i])) for i in top if row[i] > 0])
         object_indices, object_probs = clip_objects(keyframe_probs, c.top_objects)
-        timings["recognition"] = time.perf_counter() - tick
+        timings["recognition"] = timings.get("recognition", 0.0) + time.perf_counter() - tick
 
         tick = time.perf_counter()
         mapped = self.mapper.map(object_indices, object_probs)
         timings["mapping"] = time.perf_counter() - tick
-
+        from_ds3 = selection.num_from_ds3
+        if from_ds3 is not None and from_ds3 < len(key):
+            notes.append(f"DS3 gave {from_ds3} of {len(key)} key frames; the rest were filled "
+                         "greedily by encoding cost")
         return VideoPrediction(
             event_probs=mapped.event_probs,
             event_names=list(self.mapper.event_names),
@@ -276,7 +346,10 @@ class VideoBranch:
             timings=timings,
             notes=notes,
             source=source,
-            num_frames=len(recognition.probs),
+            num_frames=num_frames,
+            keyframes_from_ds3=from_ds3,
+            ds3_alpha=selection.info.get("alpha"),
+            event_sources=[e.source for e in self.events],
         )
 
     def predict_batch(self, sources: list) -> list[VideoPrediction]:

