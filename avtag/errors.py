@@ -6,7 +6,9 @@ CLIs catch :class:`AvtagError`, print ``str(err)`` to stderr and exit with code 
 
 from __future__ import annotations
 
+import errno
 import functools
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +22,9 @@ class AvtagError(Exception):
 
     def __init__(self, message: str, path: str | Path | None = None):
         self.path = None if path is None else str(path)
-        line = f"{self.path}: {message}" if self.path else message
+        shown = None if path is None else (self.path if self.path.isprintable() or self.path.startswith("'")
+                                           else repr(self.path))
+        line = f"{shown}: {message}" if shown else message
         super().__init__(" ".join(line.split()))  # never more than one line
 
 
@@ -44,17 +48,45 @@ class ManifestError(InputFileError):
     """A manifest that is malformed or names absent files."""
 
 
+def display_path(path: str | Path) -> str:
+    """``path`` as it should appear in a one-line message: repr-style when it holds a newline
+    or another unprintable character, so the message names exactly one file."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)
+
+
 def check_input_file(
     path: str | Path, expected: str = "a media file", error: type[InputFileError] = InputFileError
 ) -> Path:
-    """The one-line errors every reader shares: a missing path, a directory, an empty file."""
+    """The one-line errors every reader shares: a missing path, a directory, an empty file,
+    permission denied, a broken symbolic link and a symbolic-link loop, each said as such, with
+    the path shown by :func:`display_path`."""
     path = Path(path)
-    if not path.exists():
-        raise error("no such file", path)
-    if path.is_dir():
-        raise error(f"is a directory, expected {expected}", path)
-    if path.stat().st_size == 0:
-        raise error(f"empty file (0 bytes), expected {expected}", path)
+    shown = display_path(path)
+    try:
+        info = os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise error("symbolic link loop (the link resolves back to itself)", shown) from None
+        if err.errno in (errno.EACCES, errno.EPERM):
+            raise error("permission denied (a folder on the path cannot be searched)", shown) from None
+        if err.errno in (errno.ENOENT, errno.ENOTDIR):
+            if os.path.islink(path):
+                target = display_path(os.readlink(path))
+                raise error(f"broken symbolic link (points to {target}, which does not exist)",
+                            shown) from None
+            raise error("no such file", shown) from None
+        raise error(f"cannot access ({err.strerror or type(err).__name__})", shown) from None
+    if os.path.isdir(path):
+        raise error(f"is a directory, expected {expected}", shown)
+    if info.st_size == 0:
+        raise error(f"empty file (0 bytes), expected {expected}", shown)
+    try:
+        os.close(os.open(path, os.O_RDONLY))
+    except PermissionError:
+        raise error("permission denied (the file is not readable by this user)", shown) from None
+    except OSError as err:
+        raise error(f"cannot open ({err.strerror or type(err).__name__})", shown) from None
     return path
 
 

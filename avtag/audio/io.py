@@ -27,8 +27,6 @@ Our documented choices (no paper fixes them):
 
 from __future__ import annotations
 
-import errno
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from avtag.errors import AudioDecodeError, InputFileError
+from avtag.errors import AudioDecodeError, check_input_file, display_path  # noqa: F401
 
 TRUNCATION_SLACK_S = 0.5  # audio decoded this much shorter than its header declares: truncated
 
@@ -45,46 +43,8 @@ class AudioLevelWarning(UserWarning):
     """Float audio beyond full scale was normalised to [-1, 1]."""
 
 
-def display_path(path: str | Path) -> str:
-    """``path`` as it should appear in a one-line message: repr-style when it holds a newline
-    or another unprintable character, so the message names exactly one file."""
-    text = str(path)
-    return text if text.isprintable() else repr(text)
-
-
-def check_readable_file(
-    path: str | Path, expected: str = "a media file", error: type[InputFileError] = InputFileError
-) -> Path:
-    """The missing / directory / empty checks of :func:`avtag.errors.check_input_file`, plus
-    permission denied, a broken symbolic link and a symbolic-link loop, each said as such, with
-    the path shown by :func:`display_path`."""
-    path = Path(path)
-    shown = display_path(path)
-    try:
-        info = os.stat(path)
-    except OSError as err:
-        if err.errno == errno.ELOOP:
-            raise error("symbolic link loop (the link resolves back to itself)", shown) from None
-        if err.errno in (errno.EACCES, errno.EPERM):
-            raise error("permission denied (a folder on the path cannot be searched)", shown) from None
-        if err.errno in (errno.ENOENT, errno.ENOTDIR):
-            if os.path.islink(path):
-                target = display_path(os.readlink(path))
-                raise error(f"broken symbolic link (points to {target}, which does not exist)",
-                            shown) from None
-            raise error("no such file", shown) from None
-        raise error(f"cannot access ({err.strerror or type(err).__name__})", shown) from None
-    if os.path.isdir(path):
-        raise error(f"is a directory, expected {expected}", shown)
-    if info.st_size == 0:
-        raise error(f"empty file (0 bytes), expected {expected}", shown)
-    try:
-        os.close(os.open(path, os.O_RDONLY))
-    except PermissionError:
-        raise error("permission denied (the file is not readable by this user)", shown) from None
-    except OSError as err:
-        raise error(f"cannot open ({err.strerror or type(err).__name__})", shown) from None
-    return path
+# One set of readable-file checks for every reader (avtag.errors); re-exported for older imports.
+check_readable_file = check_input_file
 
 # Containers that libsndfile never reads; go straight to PyAV for these.
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4a", ".m4v", ".mkv", ".webm", ".mov", ".avi", ".aac", ".wmv", ".flv", ".3gp", ".ts"})
