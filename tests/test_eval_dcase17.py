@@ -28,7 +28,8 @@ FINAL_FILES = ("predictions_audio.txt", "probabilities_audio.csv", "metrics.json
 
 
 def run_eval(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1", **(env_extra or {}))
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1", PYTHONPATH=str(PROJECT_ROOT),
+               **(env_extra or {}))
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen([sys.executable, str(SCRIPT), *args, "--quiet"], stdout=out, stderr=err, text=True,
                                 cwd=PROJECT_ROOT, env=env, start_new_session=True)
@@ -264,7 +265,7 @@ def test_evaluating_the_tuning_split_with_its_fusion_file_is_refused(fusion_work
                     "--audio-checkpoint", str(checkpoint), "--fusion", str(fusion_path))
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "tuned on split 'validation'" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "were used to tune the fusion" in lines[0]
     assert not (root / "eval_again" / "results.jsonl").exists()
 
 
