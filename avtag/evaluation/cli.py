@@ -137,6 +137,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.workers < 0 or args.chunk < 1 or args.batch_size < 1:
         raise AvtagError("--workers must be >= 0, --chunk and --batch-size >= 1")
     records = load_records(args.manifest, args.clips_dir)
+    from avtag.fusion import FusionModel, describe_audio_tagger, describe_video_config
+
+    fusion_file = None
+    if args.fusion:  # refuse the tuning clips before any model loads
+        fusion_file = FusionModel.read(args.fusion)
+        fusion_file.check_reportable(_single_split(records), [r.id for r in records])
     out_dir = Path(args.out)
     check_writable(out_dir / RUN_INFO)
     video_config = None
@@ -172,8 +178,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             branch_classes["audio"] = list(tagger.classes)
         if branch is not None:
             branch_classes["video"] = video_classes(branch)
-        from avtag.fusion import FusionModel, describe_audio_tagger, describe_video_config
-
         models = {"audio": None if tagger is None else describe_audio_tagger(tagger, args.audio_checkpoint),
                   "video": None if branch is None else describe_video_config(branch.config)}
         fusion = None
@@ -183,9 +187,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             shared = [c for c in branch_classes["audio"] if c in video_set]
             if not shared:
                 notes.append("the audio model shares no class with the video branch's events: no fused system")
-            elif args.fusion:
-                fusion = FusionModel.load(args.fusion, classes=shared)
-                fusion.check_reportable(_single_split(records), [r.id for r in records])
+            elif fusion_file is not None:
+                fusion = fusion_file
+                fusion.check_classes(shared, args.fusion)
                 for warning in _fusion_source_mismatches(fusion, models):
                     print(f"warning: {warning}", file=sys.stderr)
             else:

@@ -78,7 +78,8 @@ def fit_fusion(
         thresholds = tune_thresholds(truth, fuse(audio, video, weights), seed=seed).thresholds
         settings: dict[str, Any] = {"seed": seed, "high_weight": RULE_HIGH_WEIGHT}
     elif method == "search":
-        found = search_weights(audio, video, truth, grid=grid, seed=seed, rule=rule)
+        fixed = {int(c): NO_POSITIVES_THRESHOLD for c in np.flatnonzero(empty)}
+        found = search_weights(audio, video, truth, grid=grid, seed=seed, rule=rule, fixed_thresholds=fixed)
         weights, thresholds = found.audio_weights, found.thresholds
         settings = {"seed": seed, "grid": [float(g) for g in grid], "start": found.start, "rounds": found.rounds}
     else:

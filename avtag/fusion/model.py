@@ -208,11 +208,8 @@ class FusionModel:
         return write_json(path, self.to_json())
 
     @classmethod
-    def load(cls, path: str | Path, classes: Sequence[str] | None = None) -> FusionModel:
-        """Read a fusion file; any problem is a one-line :class:`InputFileError`.
-
-        ``classes`` (default: the 17 DCASE 2017 events) must match the file's class list.
-        """
+    def read(cls, path: str | Path) -> FusionModel:
+        """Read and check a fusion file for any class list; any problem is one :class:`InputFileError` line."""
         from avtag.validate import read_json
 
         path = Path(path)
@@ -222,14 +219,23 @@ class FusionModel:
             raise InputFileError("is a directory, not a fusion file", path)
         data = read_json(path, "an avtag fusion file")
         try:
-            model = cls.from_json(data)
+            return cls.from_json(data)
         except (KeyError, TypeError, ValueError) as err:
             raise InputFileError(f"not a readable avtag fusion file ({err})", path) from None
-        expected = list(classes) if classes is not None else event_names()
-        if model.classes != expected:
-            raise InputFileError(f"fusion file is for other classes ({len(model.classes)} classes, "
-                                 f"expected the {len(expected)} shared by the audio model and the video branch)", path)
+
+    @classmethod
+    def load(cls, path: str | Path, classes: Sequence[str] | None = None) -> FusionModel:
+        """:meth:`read`, then ``classes`` (default: the 17 DCASE 2017 events) must be the file's class list."""
+        model = cls.read(path)
+        model.check_classes(classes, path)
         return model
+
+    def check_classes(self, classes: Sequence[str] | None, path: str | Path | None = None) -> None:
+        """One-line :class:`InputFileError` unless ``classes`` (default: the 17 DCASE events) are this model's."""
+        expected = list(classes) if classes is not None else event_names()
+        if self.classes != expected:
+            raise InputFileError(f"fusion file is for other classes ({len(self.classes)} classes, expected the "
+                                 f"{len(expected)} shared by the audio model and the video branch)", path)
 
     # -------------------------------------------------------------- construction
 

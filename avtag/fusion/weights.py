@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from avtag.thresholds import tune_thresholds
+from avtag.thresholds import micro_f1, tune_thresholds
 
 RULE_HIGH_WEIGHT = 0.8  # 004 §3.4: the better branch gets 0.8, the other 0.2
 DEFAULT_GRID = tuple(np.round(np.linspace(0.0, 1.0, 11), 10).tolist())  # our documented choice
@@ -86,11 +86,14 @@ def search_weights(
     seed: int = 0,
     max_rounds: int = 10,
     rule: RuleResult | None = None,
+    fixed_thresholds: dict[int, float] | None = None,
 ) -> SearchResult:
     """Per-class weights maximising validation micro-F1 by seeded coordinate ascent.
 
     Every candidate weight vector is scored by the micro-F1 of the fused scores after the
     §3.3 threshold procedure (same ``seed``); see the module docstring for the schedule.
+    ``fixed_thresholds`` (class index -> threshold, e.g. classes without positives) replace
+    the tuned thresholds of those classes before a candidate is scored.
     """
     audio = np.asarray(audio_probs, dtype=np.float64)
     video = np.asarray(video_probs, dtype=np.float64)
@@ -101,8 +104,14 @@ def search_weights(
     rule = rule or rule_weights(audio, video, targets, seed=seed)
 
     def score(weights: np.ndarray) -> tuple[float, np.ndarray]:
-        tuned = tune_thresholds(targets, fuse(audio, video, weights), seed=seed)
-        return tuned.micro_f1, tuned.thresholds
+        fused = fuse(audio, video, weights)
+        tuned = tune_thresholds(targets, fused, seed=seed)
+        if not fixed_thresholds:
+            return tuned.micro_f1, tuned.thresholds
+        thresholds = tuned.thresholds.copy()
+        for c, value in fixed_thresholds.items():
+            thresholds[c] = value
+        return micro_f1(targets, fused, thresholds), thresholds
 
     starts = {
         "audio": np.ones(num_classes),
