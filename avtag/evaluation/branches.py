@@ -90,30 +90,3 @@ def video_probs(branch, frames: np.ndarray, times: np.ndarray, duration: float) 
             RecognitionResult(recognition.probs[positions], recognition.features[positions]), times=times[positions])
         probs.append(np.asarray(prediction.event_probs, dtype=np.float64))
     return np.max(probs, axis=0)
-
-
-def _vector(values: np.ndarray) -> list[float]:
-    return [float(v) for v in values]
-
-
-def run_models(decoded: list[dict[str, Any]], tagger, branch, batch_size: int) -> list[dict[str, Any]]:
-    """Journal entries for decoded clips (a model error fails the clip, not the batch)."""
-    entries = [
-        {"id": d["id"], "status": "failed", "reason": d["error"]} if d["error"] else
-        {"id": d["id"], "status": "ok", "audio": None, "video": None, "duration": d["duration"], "notes": d["notes"]}
-        for d in decoded
-    ]
-    if branch is not None:
-        for i, d in enumerate(decoded):
-            if d["error"] or d["frames"] is None:
-                continue
-            try:
-                entries[i]["video"] = _vector(video_probs(branch, d["frames"], d["times"], d["duration"]))
-            except Exception as err:  # noqa: BLE001 - a bad clip must never stop the batch
-                entries[i] = {"id": d["id"], "status": "failed", "reason": f"video branch: {type(err).__name__}: {err}"}
-    audible = [i for i, d in enumerate(decoded) if entries[i]["status"] == "ok" and d["waveform"] is not None]
-    if tagger is not None and audible:
-        waveforms = [decoded[i]["waveform"] for i in audible]
-        for i, probs in zip(audible, audio_probs_batched(tagger, waveforms, batch_size), strict=True):
-            entries[i]["audio"] = _vector(probs)
-    return entries

@@ -48,7 +48,8 @@ def system_outputs(records: Sequence[ClipRecord], entries: dict[str, dict[str, A
     for system in systems:
         probs = np.full((len(records), len(system.classes)), np.nan)
         tags: dict[str, list[str]] = {}
-        columns = {b: [branch_classes[b].index(c) for c in system.classes] if b in branch_classes else None
+        used = {"audio": ("audio",), "video": ("video",), "fused": ("audio", "video")}[system.name]
+        columns = {b: [branch_classes[b].index(c) for c in system.classes] if b in used else None
                    for b in ("audio", "video")}
         for i, record in enumerate(records):
             entry = entries.get(record.id, {})
@@ -76,7 +77,7 @@ def score_systems(records: Sequence[ClipRecord], outputs: dict[str, dict[str, An
     from avtag.metrics import ranking_scores, score_tagging
 
     metrics: dict[str, Any] = {}
-    warnings: list[str] = []
+    absent_by_system: dict[tuple[str, ...], list[str]] = {}
     for system in systems:
         known = set(system.classes)
         truth = {r.id: [label for label in r.labels if label in known] for r in records}
@@ -88,9 +89,7 @@ def score_systems(records: Sequence[ClipRecord], outputs: dict[str, dict[str, An
         ranking = ranking_scores(targets[scored], data["probs"][scored], system.classes) if scored.any() else None
         absent = [n for n, any_pos in zip(system.classes, targets.any(axis=0)) if not any_pos]
         if absent:
-            warnings.append(f"{system.name}: {len(absent)} of {len(system.classes)} classes have no positive clip "
-                            f"in this manifest ({', '.join(absent[:5])}{', ...' if len(absent) > 5 else ''}); "
-                            "macro-F1 counts them as 0, macro_f1_present leaves them out")
+            absent_by_system.setdefault((len(system.classes), *absent), []).append(system.name)
         present = [s.f1 for n, s in scores.class_wise.items() if n not in absent]
         metrics[system.name] = {
             "classes": list(system.classes),
@@ -109,6 +108,9 @@ def score_systems(records: Sequence[ClipRecord], outputs: dict[str, dict[str, An
                                   "tp": s.tp, "fp": s.fp, "fn": s.fn}
                            for name, s in scores.class_wise.items()},
         }
+    warnings = [f"{'/'.join(names)}: {len(key) - 1} of {key[0]} classes have no positive clip in this manifest "
+                f"({', '.join(key[1:6])}{', ...' if len(key) > 6 else ''}); macro-F1 counts them as 0, "
+                "macro_f1_present leaves them out" for key, names in absent_by_system.items()]
     return metrics, warnings
 
 
