@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -50,6 +51,7 @@ def main() -> None:
         tagger = load_audio_tagger(export, "cpu")
         branch = VideoBranch(VideoBranchConfig(device="cpu")).load()
         t_load = time.perf_counter() - tick
+        print(f"load {t_load:.1f} s", file=sys.stderr, flush=True)
 
         tick = time.perf_counter()
         pool = start_workers(args.workers)
@@ -58,11 +60,13 @@ def main() -> None:
             [decode_clip(t) for t in tasks]
         stop_workers(pool)
         t_decode = time.perf_counter() - tick
+        print(f"decode {t_decode:.1f} s", file=sys.stderr, flush=True)
 
         tick = time.perf_counter()
         for start in range(0, len(decoded), 16):
             run_models(decoded[start:start + 16], tagger, branch, 32)
         t_models = time.perf_counter() - tick
+        print(f"models {t_models:.1f} s", file=sys.stderr, flush=True)
         del decoded
 
         tick = time.perf_counter()
