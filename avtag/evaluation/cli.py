@@ -157,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if video_config is not None:
         video_config.device = str(device)
 
-    # Workers start (and, for an export, begin decoding) while the models load.
+    # The decode workers start (spawn, imports) while the models load; decoding then runs chunks ahead.
     executor = start_workers(args.workers)
     try:
         if executor is not None:

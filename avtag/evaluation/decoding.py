@@ -17,8 +17,7 @@ from typing import Any
 import numpy as np
 
 from avtag.errors import AvtagError
-
-SILENCE_PEAK = 1e-4  # -80 dBFS, as avtag.video.decode: a sound track below it is "silent"
+from avtag.video.decode import SILENCE_PEAK  # the one silence threshold (-80 dBFS)
 _PACKS: dict[str, Any] = {}
 
 
