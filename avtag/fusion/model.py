@@ -217,7 +217,11 @@ class FusionModel:
             raise InputFileError("no such fusion file", path)
         if path.is_dir():
             raise InputFileError("is a directory, not a fusion file", path)
-        data = read_json(path, "an avtag fusion file")
+        try:
+            data = read_json(path, "an avtag fusion file")
+        except InputFileError as err:  # keep one message family for every unreadable fusion file
+            detail = str(err)[len(err.path) + 2:] if err.path else str(err)
+            raise InputFileError(f"not a readable avtag fusion file: {detail}", path) from None
         try:
             return cls.from_json(data)
         except (KeyError, TypeError, ValueError) as err:
