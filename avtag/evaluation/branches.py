@@ -68,8 +68,11 @@ def audio_probs_batched(tagger, waveforms: Sequence[np.ndarray], batch_size: int
 
 
 def video_classes(branch) -> list[str]:
-    """The event list the video branch maps to (its mapper's)."""
-    return list(branch.mapper.event_names)
+    """The event list the video branch maps to (its ``event_names``, else its mapper's)."""
+    names = getattr(branch, "event_names", None)
+    if callable(names):
+        names = names()
+    return list(names if names is not None else branch.mapper.event_names)
 
 
 def video_probs(branch, frames: np.ndarray, times: np.ndarray, duration: float) -> np.ndarray:
