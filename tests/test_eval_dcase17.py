@@ -28,7 +28,8 @@ FINAL_FILES = ("predictions_audio.txt", "probabilities_audio.csv", "metrics.json
 
 
 def run_eval(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1", **(env_extra or {}))
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1", PYTHONPATH=str(PROJECT_ROOT),
+               **(env_extra or {}))
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen([sys.executable, str(SCRIPT), *args, "--quiet"], stdout=out, stderr=err, text=True,
                                 cwd=PROJECT_ROOT, env=env, start_new_session=True)
@@ -247,7 +248,12 @@ def test_fit_on_the_validation_run_then_report_on_the_test_split(fusion_workflow
     proc = run_eval("--manifest", str(manifests["test"]), "--out", str(out), "--audio-checkpoint", str(checkpoint),
                     "--workers", "0", "--fusion", str(fusion_path))
     assert proc.returncode == 0, proc.stderr
-    assert "warning" not in proc.stderr  # same models as the tuning run
+    assert "tuned with another" not in proc.stderr  # same models as the tuning run
+    import hashlib
+
+    info = json.loads((out / "run_info.json").read_text())  # the fusion file is part of the run's identity
+    assert info["fusion"]["sha256"] == hashlib.sha256(fusion_path.read_bytes()).hexdigest()
+    assert info["fusion"]["method"] == "search" and info["fusion"]["note"] is None
     audio, video, fused = (read_probabilities(out / f"probabilities_{s}.csv") for s in ("audio", "video", "fused"))
     predicted = read_tag_file(out / "predictions_fused.txt")
     assert sorted(fused) == ["av4", "av5"]
@@ -264,7 +270,7 @@ def test_evaluating_the_tuning_split_with_its_fusion_file_is_refused(fusion_work
                     "--audio-checkpoint", str(checkpoint), "--fusion", str(fusion_path))
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "tuned on split 'validation'" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "were used to tune the fusion" in lines[0]
     assert not (root / "eval_again" / "results.jsonl").exists()
 
 
@@ -354,3 +360,303 @@ def test_fit_bad_inputs_are_one_line_errors(fusion_workflow, uninterrupted, tmp_
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and FIT_ERRORS[case] in err[0], err
     assert not (tmp_path / f"{case}.json").exists()
+
+
+# --------------------------------------------------------------------------- issue 9, 10, 11 seams
+
+ESC_CLASSES = ["Car", "Train", "Dog", "Rain", "Siren", "Church bells", "Crackling fire", "Helicopter"]
+
+
+def export_tagger(out_dir: Path, classes: list[str] | None = None, thresholds: float = 0.5,
+                  metadata: dict | None = None) -> Path:
+    """An untrained (seeded) CRNN export with its own class list and metadata."""
+    import torch
+
+    from avtag.audio.features import LogMelFrontEnd
+    from avtag.audio.models.base import build_model
+    from avtag.audio.tagger import AudioTagger
+
+    names = classes or event_names()
+    torch.manual_seed(0)
+    tagger = AudioTagger(build_model("crnn", num_classes=len(names)), LogMelFrontEnd.from_preset("crnn"),
+                         classes=names, thresholds=[thresholds] * len(names), metadata=metadata or {})
+    return tagger.export(out_dir)
+
+
+def tone_manifest(root: Path, name: str, ids: list[str], split: str, labels: list[list[str]]) -> Path:
+    records = []
+    for i, (clip, clip_labels) in enumerate(zip(ids, labels)):
+        path = root / f"{clip}.wav"
+        tone = np.sin(2 * np.pi * (250 + 170 * i) * np.arange(2 * 16000) / 16000)
+        sf.write(path, (0.3 * tone).astype(np.float32), 16000)
+        records.append(ClipRecord(id=clip, labels=clip_labels, audio=path.name, split=split))
+    return write_manifest(records, root / name)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def validation_manifest(tmp_path_factory):
+    root = tmp_path_factory.mktemp("val")
+    names = event_names()
+    return tone_manifest(root, "validation.jsonl", ["v0", "v1", "v2"], "validation",
+                         [[names[0]], [names[1], names[9]], [names[9]]])
+
+
+@pytest.mark.parametrize("recorded_ids", [True, False])
+def test_a_trained_checkpoint_is_accepted_on_a_disjoint_validation_manifest(validation_manifest, tmp_path,
+                                                                            recorded_ids):
+    """Issue 9 item 1: the guard compares clip ids, never split names (avtag.train's metadata says
+    "validation", and so does the manifest's split field)."""
+    metadata = {"thresholds": "tuned on the validation set after this epoch (004 section 3.3)",
+                "validation": {"val_micro_f1": 0.4}}
+    if recorded_ids:
+        metadata["thresholds_tuned_on"] = {"split": "validation", "clip_ids": ["other0", "other1"]}
+    checkpoint = export_tagger(tmp_path / "trained", metadata=metadata)
+    proc = run_eval("--manifest", str(validation_manifest), "--out", str(tmp_path / "o"), "--audio-checkpoint",
+                    str(checkpoint), "--workers", "0")
+    assert proc.returncode == 0, proc.stderr
+    expected = ("no clip shared with the clip ids recorded in the checkpoint" if recorded_ids else
+                "does not record which clips its thresholds were tuned on: overlap not checked")
+    assert expected in proc.stdout
+    info = json.loads((tmp_path / "o" / "run_info.json").read_text())
+    assert info["splits"] == ["validation"] and info["systems"] == ["audio"]
+
+
+def test_a_checkpoint_tuned_on_these_clips_is_refused(validation_manifest, tmp_path):
+    metadata = {"thresholds_tuned_on": {"split": "validation", "clip_ids": ["other0", "v1"]}}
+    checkpoint = export_tagger(tmp_path / "trained", metadata=metadata)
+    proc = run_eval("--manifest", str(validation_manifest), "--out", str(tmp_path / "o"), "--audio-checkpoint",
+                    str(checkpoint), "--workers", "0")
+    assert_one_line_error(proc, "1 clips of this manifest (first: v1) were used to tune the audio checkpoint")
+    assert not (tmp_path / "o" / "results.jsonl").exists()
+
+
+def test_baselines_are_printed_and_written_next_to_the_scores(validation_manifest, tmp_path):
+    """Issue 9 item 6: label-prior and all-positive baselines; classes without positives warned."""
+    checkpoint = export_tagger(tmp_path / "crnn")
+    proc = run_eval("--manifest", str(validation_manifest), "--out", str(tmp_path / "o"), "--audio-checkpoint",
+                    str(checkpoint), "--workers", "0")
+    assert proc.returncode == 0, proc.stderr
+    assert "label-prior micro f1" in proc.stdout and "all-positive micro f1" in proc.stdout
+    assert "14 of 17 classes have no positive clip" in proc.stderr
+    audio = json.loads((tmp_path / "o" / "metrics.json").read_text())["systems"]["audio"]
+    # 3 clips x 17 classes, 4 labels: all-positive P = 4/51, R = 1; the prior's best constant set is
+    # {names[9], names[0], names[1]}: tp 4, fp 5, fn 0 (F1 8/13; {names[9]} alone: 4/7, two classes: 6/10)
+    assert audio["baselines"]["all_positive"]["precision"] == pytest.approx(4 / 51)
+    assert audio["baselines"]["all_positive"]["recall"] == 1.0
+    prior = audio["baselines"]["label_prior"]
+    names = event_names()
+    assert prior["classes"] == [names[9], names[0], names[1]] and prior["f1"] == pytest.approx(8 / 13)
+    assert len(audio["classes_without_positives"]) == 14
+
+
+def test_tagging_baselines_by_hand():
+    from avtag.evaluation.baselines import tagging_baselines
+
+    targets = np.array([[1, 1, 0], [1, 0, 0], [1, 0, 0], [0, 1, 0]], dtype=bool)
+    out = tagging_baselines(targets, ["a", "b", "c"])
+    assert out["all_positive"]["precision"] == pytest.approx(5 / 12) and out["all_positive"]["recall"] == 1.0
+    # {a}: tp 3, fp 1, fn 2 -> 6/9; {a, b}: tp 5, fp 3, fn 0 -> 10/13 (best); all: 10/17
+    assert out["label_prior"]["classes"] == ["a", "b"] and out["label_prior"]["f1"] == pytest.approx(10 / 13)
+    assert out["label_prior"]["mAP"] == pytest.approx((3 / 4 + 2 / 4) / 2)  # class c has no positives
+
+
+def test_any_class_list_audio_only(tmp_path):
+    """Issue 9 item 2: an 8-class model is scored on its own classes, and the files name them."""
+    checkpoint = export_tagger(tmp_path / "esc", classes=ESC_CLASSES, thresholds=0.4)
+    manifest = tone_manifest(tmp_path, "test.jsonl", ["a", "b"], "test", [["Dog"], ["Rain", "Car"]])
+    out = tmp_path / "o"
+    proc = run_eval("--manifest", str(manifest), "--out", str(out), "--audio-checkpoint", str(checkpoint),
+                    "--workers", "0")
+    assert proc.returncode == 0, proc.stderr
+    with (out / "probabilities_audio.csv").open() as fh:
+        header = next(csv.reader(fh))
+    assert header == ["id", *ESC_CLASSES]
+    metrics = json.loads((out / "metrics.json").read_text())["systems"]["audio"]
+    assert list(metrics["class_wise"]) == ESC_CLASSES and metrics["labels_outside_classes"] == 0
+    assert "Church bells" in proc.stdout
+
+
+def test_prediction_files_spell_clip_names_one_way():
+    """Issue 9 item 9: DCASE names in the organisers' spelling only when every id is one."""
+    from avtag.evaluation.writers import prediction_names
+
+    dcase = "Y-5QrBL6MzLg_60.000_70.000"
+    assert prediction_names([dcase]) == {dcase: "-5QrBL6MzLg_60.000_70.000.wav"}
+    assert prediction_names([dcase, "seoul"]) == {dcase: dcase, "seoul": "seoul"}
+
+
+def test_probability_cells_round_trip_in_one_format():
+    from avtag.evaluation.writers import format_probability, parse_probability
+
+    assert format_probability(0.25) == "0.250000" and format_probability(float("nan")) == ""
+    assert parse_probability("0.250000") == 0.25 and np.isnan(parse_probability(""))
+    for bad in ("nan", "inf", "1.5", "-0.1", "x"):
+        with pytest.raises(ValueError):
+            parse_probability(bad)
+
+
+def test_changed_settings_and_changed_clips_are_re_evaluated(tmp_path):
+    """Issue 10 item 4: an edited clip_seconds, and a manifest id that now points to another file."""
+    checkpoint = export_tagger(tmp_path / "crnn")
+    names = event_names()
+    manifest = tone_manifest(tmp_path, "test.jsonl", ["c0", "c1", "c2"], "test", [[names[0]]] * 3)
+    out = tmp_path / "o"
+    args = ("--manifest", str(manifest), "--out", str(out), "--audio-checkpoint", str(checkpoint), "--workers", "0")
+    first = run_eval(*args)
+    assert first.returncode == 0 and "processed 3 clips" in first.stderr, first.stderr
+    before = read_probabilities(out / "probabilities_audio.csv")
+
+    config = json.loads((checkpoint / "config.json").read_text())
+    config["frontend"]["clip_seconds"] = 1.0
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    second = run_eval(*args)
+    assert second.returncode == 0, second.stderr
+    assert "other settings (the audio branch (frontend" in second.stderr and "processed 3 clips" in second.stderr
+    assert (out / "results.replaced.jsonl").is_file()
+    assert len((out / "results.jsonl").read_text().splitlines()) == 3  # never a mix of old and new
+
+    lines = manifest.read_text().splitlines()
+    moved = json.loads(lines[1])
+    moved["audio"] = "c2.wav"  # c1 now points to another file
+    manifest.write_text("\n".join([lines[0], json.dumps(moved), lines[2]]) + "\n")
+    third = run_eval(*args)
+    assert third.returncode == 0, third.stderr
+    assert "1 clips changed on disk" in third.stderr and "processed 1 clips" in third.stderr
+    after = read_probabilities(out / "probabilities_audio.csv")
+    np.testing.assert_allclose(after["c1"], after["c2"], atol=1e-6)
+    assert not np.allclose(before["c1"], before["c2"], atol=1e-3)
+    assert not list(out.glob(".*.tmp"))  # every output went through a temp file + rename
+
+
+@pytest.mark.parametrize("case", ["wrong type", "nan", "out of range"])
+def test_broken_fusion_files_are_one_line_before_any_model_loads(workspace, tmp_path, case):
+    """Issue 10 items 7 and 10 through the CLI a user runs."""
+    root, manifest, checkpoint = workspace
+    data = FusionModel.paper_default([0.5] * 17, [0.5] * 17).to_json()
+    if case == "wrong type":
+        data["tuned_on"] = "validation"
+    elif case == "nan":
+        data["thresholds"][3] = float("nan")
+    else:
+        data["audio_weights"][0] = 2.0
+    path = tmp_path / "fusion.json"
+    path.write_text(json.dumps(data, allow_nan=True))
+    proc = run_eval("--manifest", str(manifest), "--out", str(tmp_path / "o"), "--audio-checkpoint",
+                    str(checkpoint), "--fusion", str(path))
+    assert_one_line_error(proc, str(path))
+
+
+def test_bad_video_config_is_one_line(tmp_path):
+    """Issue 11 item 1: --video-config goes through avtag.video.config.load_video_config."""
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    write_clip(clips / "x.mp4", 1.0, shade=10, tone_hz=400)
+    config = tmp_path / "video.yaml"
+    config.write_text("fps: 1.0\nnot_a_setting: 3\n")
+    proc = run_eval("--clips-dir", str(clips), "--out", str(tmp_path / "o"), "--video-config", str(config))
+    assert_one_line_error(proc, "not_a_setting", str(config))
+
+
+def write_silent_video(path: Path, seconds: float) -> Path:
+    """A small video with no audio stream at all."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("mpeg4", rate=12)
+        video.width, video.height, video.pix_fmt = 160, 120, "yuv420p"
+        for i in range(int(seconds * 12)):
+            frame = np.full((120, 160, 3), (7 * i) % 256, np.uint8)
+            for packet in video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in video.encode():
+            container.mux(packet)
+    return path
+
+
+def test_fused_on_shared_classes_with_a_video_config_and_a_clip_without_sound(tmp_path):
+    """Issue 9 items 2 and 9, issue 11 items 1 and 5: an 8-class model fused on the classes it shares
+    with the video branch; a clip whose 'audio' has no audio stream is scored by video alone; the
+    video branch runs with --video-config; paper-default fusion says it is untuned."""
+    checkpoint = export_tagger(tmp_path / "esc", classes=ESC_CLASSES)
+    sound = write_clip(tmp_path / "sound.mp4", 2.0, shade=30, tone_hz=500)
+    mute = write_silent_video(tmp_path / "mute.mp4", 2.0)
+    manifest = write_manifest([ClipRecord(id="sound", labels=["Car"], video=sound.name, split="test"),
+                               ClipRecord(id="mute", labels=["Train"], audio=mute.name, video=mute.name,
+                                          split="test")], tmp_path / "test.jsonl")
+    config = tmp_path / "video.yaml"
+    config.write_text("fps: 1.0\nmax_side: 160\n")
+    out = tmp_path / "o"
+    proc = run_eval("--manifest", str(manifest), "--out", str(out), "--audio-checkpoint", str(checkpoint),
+                    "--video-config", str(config), "--workers", "1")
+    assert proc.returncode == 0, proc.stderr
+    entries = {e["id"]: e for e in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    assert entries["mute"]["status"] == "ok" and entries["mute"]["audio"] is None
+    assert len(entries["mute"]["video"]) == 17 and len(entries["sound"]["audio"]) == len(ESC_CLASSES)
+    assert any("no usable sound track" in n for n in entries["mute"]["notes"])
+    info = json.loads((out / "run_info.json").read_text())
+    shared = [c for c in ESC_CLASSES if c in event_names()]
+    assert shared == ["Car", "Train"] and info["classes"]["fused"] == shared
+    assert info["models"]["video"]["fps"] == 1.0 and info["models"]["video"]["max_side"] == 160
+    assert "untuned" in info["fusion"]["note"] and "untuned weights" in proc.stdout
+    with (out / "probabilities_fused.csv").open() as fh:
+        fused = list(csv.reader(fh))
+    assert fused[0] == ["id", *shared]
+    mute_row = [float(v) for v in fused[2][1:]]
+    video = dict(zip(event_names(), entries["mute"]["video"]))
+    np.testing.assert_allclose(mute_row, [video[c] for c in shared], atol=1e-6)
+
+
+def test_ctrl_c_is_one_line_without_worker_tracebacks(workspace, tmp_path):
+    """Issue 10 item 10: workers ignore SIGINT; the parent ends them and prints one line."""
+    import time
+
+    root, manifest, checkpoint = workspace
+    out = tmp_path / "o"
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1", PYTHONPATH=str(PROJECT_ROOT))
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([sys.executable, str(SCRIPT), "--manifest", str(manifest), "--out", str(out),
+                                 "--audio-checkpoint", str(checkpoint), "--workers", "2", "--chunk", "1",
+                                 "--no-video", "--quiet"], stdout=subprocess.DEVNULL, stderr=err, text=True,
+                                cwd=PROJECT_ROOT, env=env, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 240
+            journal = out / "results.jsonl"
+            while time.monotonic() < deadline and proc.poll() is None:
+                if journal.exists() and journal.read_text().count("\n") >= 1:
+                    break
+                time.sleep(0.2)
+            assert proc.poll() is None, "finished before it could be interrupted"
+            os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
+            code = proc.wait(timeout=60)
+            time.sleep(1.0)
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        err.seek(0)
+        stderr = err.read()
+    assert code == 130, stderr
+    assert stderr.strip() == "interrupted", stderr
+
+
+def test_fit_warns_on_few_clips_and_labels_re_tuned_scores(fusion_workflow, tmp_path, capsys):
+    """Issue 9 item 9 and issue 11 item 5 (rule by default) through `avtag fusion fit`."""
+    from avtag.cli import main as avtag_main
+
+    _, _, eval_val, _, _ = fusion_workflow
+    assert avtag_main(["fusion", "fit", "--eval-dir", str(eval_val), "--out", str(tmp_path / "f.json")]) == 0
+    captured = capsys.readouterr()
+    assert "warning: tuning fusion on only 4 clips (fewer than 50)" in captured.err
+    assert "have no validation positives" in captured.err
+    assert "micro-F1 with thresholds re-tuned on these clips" in captured.out
+    assert FusionModel.load(tmp_path / "f.json").method == "rule"

@@ -4,6 +4,8 @@ the tuning-split guard and the JSON file."""
 from __future__ import annotations
 
 import json
+import re
+import warnings
 
 import numpy as np
 import pytest
@@ -92,11 +94,17 @@ def test_fit_records_the_split_and_refuses_to_report_on_it(branches, tmp_path):
     assert model.tuned_on["split"] == "validation" and model.tuned_on["num_clips"] == len(audio)
     val = model.validation["micro_f1"]
     assert val["fused"] > max(val["audio"], val["video"])  # the 0.8/0.2 rule helps complementary branches
-    with pytest.raises(AvtagError, match="tuned on split 'validation'"):
-        model.check_reportable("validation")
     with pytest.raises(AvtagError, match="clip7"):
         model.check_reportable("test", ["other", "clip7"])
     model.check_reportable("test", ["other"])  # held-out data is fine
+    # issue 9 item 1: shared clip ids decide, never split names: a disjoint "validation" is fine
+    model.check_reportable("validation", ["other"])
+    with pytest.raises(AvtagError, match="clip3"):
+        model.check_reportable("validation", ["clip3"])
+    # a file that records no clip ids can only be guarded by its split name
+    model.tuned_on["clip_ids"] = None
+    with pytest.raises(AvtagError, match="tuned on split 'validation'"):
+        model.check_reportable("validation")
 
 
 def test_save_load_round_trip(branches, tmp_path):
@@ -135,13 +143,45 @@ def test_paper_default_weights():
     model.check_reportable("test")  # untuned: nothing to guard
 
 
+def _broken(message: str, **changes) -> tuple[str, str]:
+    """A valid paper-default fusion file with ``changes`` applied to its JSON (``None`` deletes)."""
+    data = FusionModel.paper_default([0.3] * NUM_CLASSES, [0.5] * NUM_CLASSES).to_json()
+    for key, value in changes.items():
+        if value is None:
+            del data[key]
+        else:
+            data[key] = value
+    return json.dumps(data, allow_nan=True), message
+
+
+# issue 10 items 7 and 10: NaN/inf/out-of-range numbers and fields of the wrong JSON type
+BROKEN_FUSION_FILES = [
+    _broken("non-finite number NaN", audio_weights=[float("nan")] * NUM_CLASSES),
+    _broken("non-finite number Infinity", thresholds=[float("inf")] * NUM_CLASSES),
+    _broken("'audio_weights' must lie in [0, 1]", audio_weights=[1.5] * NUM_CLASSES),
+    _broken("'video_thresholds' must lie in [0, 1]", video_thresholds=[-0.1] * NUM_CLASSES),
+    _broken("'thresholds' must be a list of 17 numbers", thresholds={"Car": 0.5}),
+    _broken("'thresholds' must be a list of 17 numbers", thresholds=[0.5] * 3),
+    _broken("'audio_weights' must be a list of 17 numbers", audio_weights=["0.5"] * NUM_CLASSES),
+    _broken("'classes' must be a non-empty list of names", classes="Car"),
+    _broken("'tuned_on' must be an object or null", tuned_on=["validation"]),
+    _broken("'tuned_on.clip_ids' must be a list", tuned_on={"split": "validation", "clip_ids": "a,b"}),
+    _broken("'sources' must be an object", sources=[1, 2]),
+    _broken("'sources.audio' must be an object", sources={"audio": "crnn"}),
+    _broken("'settings' must be an object", settings="x"),
+    _broken("'method' must be a string", method=3),
+    _broken("field 'video_thresholds' is missing", video_thresholds=None),
+]
+
+
 @pytest.mark.parametrize(
     "content, message",
     [
         (None, "no such fusion file"),
         ("dir", "is a directory"),
-        ("{not json", "not a readable avtag fusion file"),
+        ("{not json", "not valid JSON"),
         (json.dumps({"format": "something-else"}), "not a readable avtag fusion file"),
+        *BROKEN_FUSION_FILES,
     ],
 )
 def test_bad_fusion_files_are_one_line_errors(tmp_path, content, message):
@@ -150,7 +190,7 @@ def test_bad_fusion_files_are_one_line_errors(tmp_path, content, message):
         path.mkdir()
     elif content is not None:
         path.write_text(content)
-    with pytest.raises(InputFileError, match=message) as info:
+    with pytest.raises(InputFileError, match=re.escape(message)) as info:
         FusionModel.load(path)
     assert "\n" not in str(info.value) and str(path) in str(info.value)
 
@@ -161,3 +201,52 @@ def test_fusion_file_for_other_classes_is_refused(tmp_path):
     with pytest.raises(InputFileError, match="other classes"):
         FusionModel.load(path)
     assert FusionModel.load(path, classes=["a", "b", "c"]).classes == ["a", "b", "c"]
+
+
+def test_fit_defaults_to_the_papers_rule(branches):
+    """Issue 11 item 5: the 0.8/0.2 rule (004 §3.4) is the default; the search is opt-in."""
+    audio, video, targets = branches
+    model = fit_fusion(audio, video, targets, split="validation")
+    assert model.method == "rule" and set(np.round(model.audio_weights, 6)) <= {0.2, 0.8}
+    np.testing.assert_array_equal(model.audio_weights, rule_weights(audio, video, targets).audio_weights)
+
+
+def test_paper_default_carries_a_note_saying_it_is_untuned():
+    model = FusionModel.paper_default([0.3] * NUM_CLASSES, [0.5] * NUM_CLASSES)
+    assert "untuned" in model.note and "7 events" in model.note and "avtag fusion fit" in model.note
+    assert FusionModel.from_json(model.to_json()).note == model.note
+    tuned = fit_fusion(*complementary_branches(1), split="validation")
+    assert tuned.note is None
+
+
+def test_classes_without_validation_positives_warn_and_get_the_default_threshold(branches):
+    from avtag.fusion import NO_POSITIVES_THRESHOLD
+
+    audio, video, targets = branches
+    targets = targets.copy()
+    targets[:, [2, 11]] = False
+    with pytest.warns(UserWarning, match=r"2 classes have no validation positives") as record:
+        model = fit_fusion(audio, video, targets, split="validation")
+    names = event_names()
+    assert names[2] in str(record[0].message) and names[11] in str(record[0].message)
+    for thresholds in (model.thresholds, model.audio_thresholds, model.video_thresholds):
+        assert thresholds[2] == thresholds[11] == NO_POSITIVES_THRESHOLD
+    assert model.validation["classes_without_positives"] == [names[2], names[11]]
+    # a class with positives keeps its tuned threshold (not the default)
+    assert not np.all(model.thresholds == NO_POSITIVES_THRESHOLD)
+
+
+def test_tuning_on_few_clips_warns(branches):
+    audio, video, targets = branches
+    with pytest.warns(UserWarning, match="only 30 clips"):
+        fit_fusion(audio[:30], video[:30], targets[:30], split="validation")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 240 clips, every class with positives: no warning
+        fit_fusion(audio, video, targets, split="validation")
+
+
+def test_nan_weights_are_refused_when_fusing_and_constructing():
+    with pytest.raises(ValueError, match="finite"):
+        fuse(np.zeros((1, 2)), np.zeros((1, 2)), np.array([np.nan, 0.5]))
+    with pytest.raises(ValueError, match="finite"):
+        FusionModel(["a", "b"], [0.5, 0.5], [np.nan, 0.5], [0.5, 0.5], [0.5, 0.5], method="rule")

@@ -1,0 +1,95 @@
+"""The models of batch evaluation: clip probabilities of the audio tagger (windows batched across
+clips) and of the video branch, windows from :func:`avtag.inference.windows.plan_windows`.
+
+A clip longer than the window is tagged in sliding windows and max-pooled over them, as
+``avtag run`` does (the MIL "any instance" rule, 004 §2.1); a 10.04 s clip is one window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from avtag.errors import AvtagError, CheckpointError
+from avtag.inference.windows import plan_windows
+
+VIDEO_WINDOW_SECONDS = 10.0  # DCASE 2017 clip length: the video branch's analysis window
+
+
+def load_audio_tagger(path: str | Path, device: Any):
+    """An exported or checkpointed AudioTagger with any class list, on ``device`` (one-line errors)."""
+    from avtag.audio.tagger import AudioTagger
+
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError("no such audio checkpoint", path)
+    try:
+        tagger = AudioTagger.from_pretrained(path)
+    except AvtagError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a config that does not rebuild a model
+        raise CheckpointError(f"not a usable audio checkpoint ({type(err).__name__}: {err})", path) from None
+    if not tagger.classes:
+        raise CheckpointError("audio checkpoint has no class list", path)
+    return tagger.to(device).eval()
+
+
+def audio_window(tagger) -> tuple[float, int]:
+    """(seconds, samples) of one audio window: the front-end's clip length (10 s without one)."""
+    sr = tagger.frontend.sample_rate
+    seconds = float(tagger.frontend.clip_seconds or VIDEO_WINDOW_SECONDS)
+    return seconds, int(tagger.frontend.clip_samples or round(seconds * sr))
+
+
+def audio_probs_batched(tagger, waveforms: Sequence[np.ndarray], batch_size: int) -> list[np.ndarray]:
+    """Clip probabilities (max over sliding windows) of several clips, windows batched."""
+    import torch
+
+    sr = tagger.frontend.sample_rate
+    window, length = audio_window(tagger)
+    pieces, owners = [], []
+    for clip, waveform in enumerate(waveforms):
+        for start in plan_windows(len(waveform) / sr, window).starts:
+            begin = int(round(start * sr))
+            piece = waveform[begin:begin + length]
+            pieces.append(np.pad(piece, (0, length - len(piece))) if len(piece) < length else piece)
+            owners.append(clip)
+    probs = []
+    with torch.inference_mode():
+        for i in range(0, len(pieces), batch_size):
+            batch = torch.from_numpy(np.stack(pieces[i:i + batch_size]).astype(np.float32)).to(tagger.device)
+            probs.append(tagger(batch).clip_probs.float().cpu().numpy())
+    window_probs = np.concatenate(probs) if probs else np.zeros((0, len(tagger.classes)))
+    owners_arr = np.asarray(owners)
+    return [window_probs[owners_arr == clip].max(axis=0) for clip in range(len(waveforms))]
+
+
+def video_classes(branch) -> list[str]:
+    """The event list the video branch maps to (its ``event_names``, else its mapper's)."""
+    names = getattr(branch, "event_names", None)
+    if callable(names):
+        names = names()
+    return list(names if names is not None else branch.mapper.event_names)
+
+
+def video_probs(branch, frames: np.ndarray, times: np.ndarray, duration: float) -> np.ndarray:
+    """Clip probabilities of the video branch: max over 10 s windows; one recognizer pass per frame."""
+    from avtag.video.recognize import RecognitionResult
+
+    times = np.asarray(times, dtype=np.float64)
+    duration = max(float(duration), float(times[-1]) if len(times) else 0.0)
+    recognition = branch.recognizer(frames)
+    probs = []
+    for start in plan_windows(duration, VIDEO_WINDOW_SECONDS).starts:
+        inside = (times >= start - 1e-6) & (times < start + VIDEO_WINDOW_SECONDS - 1e-6)
+        if not inside.any():  # a window between sparse frames: the nearest frame
+            inside = np.zeros(len(times), dtype=bool)
+            inside[int(np.argmin(np.abs(times - (start + VIDEO_WINDOW_SECONDS / 2))))] = True
+        positions = np.flatnonzero(inside)
+        prediction = branch.predict_recognized(
+            RecognitionResult(recognition.probs[positions], recognition.features[positions]), times=times[positions])
+        probs.append(np.asarray(prediction.event_probs, dtype=np.float64))
+    return np.max(probs, axis=0)
