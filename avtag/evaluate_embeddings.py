@@ -22,12 +22,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from avtag.audio.models.base import TaggingModel, from_pretrained
-from avtag.audio.tagger import read_checkpoint
+from avtag.audio.tagger import check_config, check_output_size, read_checkpoint
 from avtag.data.embeddings import AUDIOSET_SEGMENT_SECONDS, EmbeddingDataset
 from avtag.device import resolve_device
 from avtag.errors import CheckpointError, InputFileError
 from avtag.evaluate_outputs import SAVED, thresholds_json, write_outputs
-from avtag.validate import require_finite
 
 
 @dataclass
@@ -49,19 +48,19 @@ def load_feature_model(path: str | Path, map_location: str | torch.device = "cpu
     """The model + thresholds of a feature-input checkpoint or export (its ``"avtag"``
     entry / ``config.json``), rebuilt with :func:`avtag.audio.models.base.from_pretrained`."""
     config, state = read_checkpoint(path, map_location)
-    if config.get("frontend", {}) is not None:
+    config = check_config(config, path)
+    if config["frontend"] is not None:
         raise CheckpointError("this model takes waveforms (it has a front-end): evaluate it with --manifest", path)
     model_state = {k[6:]: v for k, v in state.items() if k.startswith("model.")}
     try:
         model = from_pretrained({"model_name": config["model_name"], "model_args": config["model_args"], "state_dict": model_state})
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+    except CheckpointError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any bad value in a file is the file's problem
         raise CheckpointError(f"cannot rebuild the model ({type(err).__name__}: {err})", path) from None
-    classes = list(config.get("classes") or [])
-    thresholds = config.get("thresholds") or [0.5] * len(classes)
-    if not classes or len(thresholds) != len(classes):
-        raise CheckpointError(f"needs a class list and one threshold per class (got {len(classes)} and {len(thresholds)})", path)
-    thresholds = [float(t) for t in require_finite(thresholds, "thresholds", path, CheckpointError, 0.0, 1.0)]
-    return FeatureModel(model, classes, thresholds, dict(config.get("metadata") or {}))
+    classes, thresholds = config["classes"], config["thresholds"]
+    check_output_size(model, classes, path)
+    return FeatureModel(model, classes, thresholds, config["metadata"])
 
 
 @torch.inference_mode()
