@@ -183,7 +183,7 @@ def test_module_checkpoint_loads_with_weights_only_and_resumes(tone_data, tmp_pa
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
     )
     trainer.fit(module, data)
-    assert set(trainer.callback_metrics) >= {"val_micro_f1", "val_mAP", "val_loss", "train_loss"}
+    assert set(trainer.callback_metrics) >= {"val_micro_f1", "val_map", "val_mauc", "val_dprime", "val_loss", "train_loss"}
     path = Path(trainer.checkpoint_callback.best_model_path)
     checkpoint = torch.load(path, weights_only=True)  # the whole checkpoint, not only our entry
     package = checkpoint["avtag"]
@@ -228,7 +228,7 @@ def test_paper_recipe_is_the_config_default():
     assert isinstance(plateau, torch.optim.lr_scheduler.ReduceLROnPlateau)
     assert (plateau.factor, plateau.patience, plateau.mode) == (0.8, 2, "min")  # = 3 bad epochs, see train.py
     assert optimizer["lr_scheduler"]["monitor"] == "val_loss"
-    assert (trainer.gradient_clip_val, trainer.gradient_clip_algorithm) == (1e-3, "value")
+    assert (trainer.gradient_clip_val, trainer.gradient_clip_algorithm) == (1e-3, "value")  # written in the config
     assert cli.datamodule.batch_size == 95 and cli.datamodule.balanced
     assert module.model.model_name == "crnn" and module.model.model_args["pooling"] == "max"
     assert module.frontend.config["sample_rate"] == 20000 and module.frontend.n_mels == 60
