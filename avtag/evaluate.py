@@ -64,7 +64,7 @@ from avtag.evaluate_embeddings import (
     load_feature_thresholds,
     run_feature_model,
 )
-from avtag.evaluate_outputs import SAVED, per_class_table, summary_lines, thresholds_json, write_outputs
+from avtag.evaluate_outputs import SAVED, per_class_table, record_times, summary_lines, thresholds_json, write_outputs
 
 
 @torch.inference_mode()
@@ -151,10 +151,7 @@ def evaluate(
     records = dataset.records
     decoded = [i for i in range(len(records)) if i not in failures]
     clip_seconds = dataset.clip_seconds or 0.0
-    times = {
-        r.id: (r.start or 0.0, r.end if r.end is not None else (r.start or 0.0) + (r.duration or clip_seconds))
-        for r in records
-    }
+    times = record_times(records, clip_seconds)
     localisation = None
     if frame_probs is not None and frame_hop is not None and any(record.events for record in records):
         segments = segment_based_f1(

@@ -45,6 +45,15 @@ def thresholds_json(path: Path, classes: list[str]) -> np.ndarray:
     return require_finite(picked, "thresholds", path, low=0.0, high=1.0)
 
 
+def record_times(records: list[Any], clip_seconds: float | None) -> dict[str, tuple[float, float]]:
+    """Each clip's start/end for ``predictions.csv``: the record's ``start``/``end`` (default 0
+    and its duration, else the clip length)."""
+    return {
+        r.id: (r.start or 0.0, r.end if r.end is not None else (r.start or 0.0) + (r.duration or clip_seconds or 0.0))
+        for r in records
+    }
+
+
 def write_outputs(
     out_dir: str | Path,
     header: dict[str, Any],
@@ -195,4 +204,4 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
     ]
 
 
-__all__ = ["SAVED", "finite", "per_class_table", "summary_lines", "thresholds_json", "write_outputs", "write_probabilities"]
+__all__ = ["SAVED", "finite", "record_times", "per_class_table", "summary_lines", "thresholds_json", "write_outputs", "write_probabilities"]

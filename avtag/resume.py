@@ -11,8 +11,10 @@ file passed ``torch.load(weights_only=True)``. And Lightning unpickles a URL ``c
 * the file is read with ``weights_only=True`` and must carry avtag's own ``"avtag"`` entry;
 * a ``class_path``/``init_args``/``_class_path`` key anywhere in the checkpoint is refused, with
   one exception: the top-level ``optimizer`` and ``scheduler`` of ``hyper_parameters``, where
-  avtag's own checkpoints record the configured callables (``torch.optim.Adam``...). Those are
-  never applied: the configuration's own optimizer and scheduler are used;
+  avtag's own checkpoints record the configured callables (``torch.optim.Adam``...), and the
+  data module's name (a string) that LightningCLI records as
+  ``datamodule_hyper_parameters._class_path``. Those are never applied: the configuration's
+  own optimizer, scheduler and data module are used;
 * the configuration is rebuilt from the ``"avtag"`` entry only (model name, model arguments,
   class list: plain JSON values); ``hyper_parameters`` are never applied.
 
@@ -98,8 +100,14 @@ def load_resume_checkpoint(path: Path) -> dict[str, Any]:
     for key in RECORDED_CALLABLES:
         if key in hparams and not _recorded_callable(hparams[key]):
             raise CheckpointError(f"refusing to resume: hyper_parameters.{key} is not a recorded optimizer/scheduler", path)
-    rest = {k: v for k, v in checkpoint.items() if k != "hyper_parameters"}
+    data_hparams = checkpoint.get("datamodule_hyper_parameters") or {}
+    if not isinstance(data_hparams, dict):
+        raise CheckpointError("datamodule_hyper_parameters is not a mapping", path)
+    if not isinstance(data_hparams.get("_class_path", ""), str):
+        raise CheckpointError("refusing to resume: datamodule_hyper_parameters._class_path is not a name", path)
+    rest = {k: v for k, v in checkpoint.items() if k not in ("hyper_parameters", "datamodule_hyper_parameters")}
     rest["hyper_parameters"] = {k: v for k, v in hparams.items() if k not in RECORDED_CALLABLES}
+    rest["datamodule_hyper_parameters"] = {k: v for k, v in data_hparams.items() if k != "_class_path"}
     found = find_instantiation(rest)
     if found:
         raise CheckpointError(f"refusing to resume: the checkpoint asks to instantiate a class ({found})", path)

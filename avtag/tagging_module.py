@@ -279,7 +279,7 @@ class TaggingModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         """Score the test manifest with the checkpoint's thresholds; write avtag.evaluate's files."""
-        from avtag.evaluate_outputs import summary_lines, write_outputs
+        from avtag.evaluate_outputs import record_times, summary_lines, write_outputs
 
         if not self._val_batches:
             return
@@ -299,7 +299,8 @@ class TaggingModule(L.LightningModule):
             ids=ids,
             truth={rid: [self.classes[c] for c in np.flatnonzero(row)] for rid, row in zip(ids, targets_np, strict=True)},
             targets=targets_np, clip_probs=probs_np, classes=self.classes, thresholds=thresholds,
-            threshold_source=self._threshold_source(), times={},
+            threshold_source=self._threshold_source(),
+            times=record_times(records, getattr(dataset, "clip_seconds", None)) if records else {},
         )
         print((out / "per_class.md").read_text(), end="")
         for line in summary_lines(metrics):

@@ -18,7 +18,6 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.utilities import rank_zero_info
 
 from avtag.data.datasets import ClipDataModule
 from avtag.errors import cli_guard
@@ -86,8 +85,8 @@ class TrainCLI(LightningCLI):
         self.config = self.parser.parse_object({subcommand: {"model": overrides}}, self.config)
 
     def after_fit(self) -> None:
-        for line in fit_summary(self.trainer):
-            rank_zero_info(line)
+        if self.trainer.is_global_zero:
+            print("\n".join(fit_summary(self.trainer)), flush=True)
 
 @cli_guard
 def main(args: list[str] | None = None) -> None:
