@@ -22,6 +22,7 @@ from avtag.data.soundscapes import (
     DEFAULT_BACKGROUNDS,
     DEFAULT_CLASSES,
     LABEL_SOURCES,
+    SPLITS,
     make_soundscapes,
 )
 from avtag.errors import AvtagError, cli_guard
@@ -89,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except ValueError as err:  # a bad combination of options
         raise AvtagError(str(err)) from None
-    for name, path in result.manifests.items():
+    for name, path in sorted(result.manifests.items(), key=lambda item: SPLITS.index(item[0])):
         records = read_manifest(path)
         counts = collections.Counter(label for r in records for label in r.labels)
         summary = ", ".join(f"{c}={counts.get(c, 0)}" for c in result.classes)
