@@ -312,25 +312,42 @@ def load_dcase17(
     return splits
 
 
-def find_audio_files(audio_dir: str | Path, extensions: Iterable[str] | None = None) -> dict[str, Path]:
-    """Canonical clip id -> audio file under ``audio_dir`` (nested folders, any spelling).
+# Decoding preference among files of the same clip: PCM containers first, then lossless, then lossy.
+_FORMAT_PREFERENCE = (".wav", ".flac", ".aiff", ".aif", ".w64", ".rf64", ".ogg", ".opus", ".m4a", ".mp3")
 
-    ``extensions`` defaults to every format soundfile can read. When a clip appears twice the
-    first path in sorted order wins. Files whose names are not clip names are ignored.
-    """
+
+def find_audio_candidates(
+    audio_dir: str | Path, extensions: Iterable[str] | None = None
+) -> tuple[dict[str, list[Path]], list[Path]]:
+    """Every audio file under ``audio_dir`` that names a clip, grouped by canonical clip id
+    (most preferred first: .wav, .flac, ..., then by path), and the audio files whose names
+    are not clip names. A reader tries a clip's files in order, so a corrupt file never
+    hides a good one of the same clip."""
     if extensions is None:
         import soundfile
 
         extensions = soundfile.available_formats().keys()
     suffixes = {"." + ext.lower().lstrip(".") for ext in extensions}
-    found: dict[str, Path] = {}
+    found: dict[str, list[Path]] = defaultdict(list)
+    unnamed: list[Path] = []
     for path in sorted(Path(audio_dir).rglob("*")):
         if path.suffix.lower() not in suffixes or not path.is_file():
             continue
         parsed = parse_clip_id(path.stem)
-        if parsed is not None:
-            found.setdefault(clip_id(*parsed), path)
-    return found
+        if parsed is None:
+            unnamed.append(path)
+        else:
+            found[clip_id(*parsed)].append(path)
+    rank = {suffix: i for i, suffix in enumerate(_FORMAT_PREFERENCE)}
+    for paths in found.values():
+        paths.sort(key=lambda p: (rank.get(p.suffix.lower(), len(rank)), str(p)))
+    return dict(found), unnamed
+
+
+def find_audio_files(audio_dir: str | Path, extensions: Iterable[str] | None = None) -> dict[str, Path]:
+    """Canonical clip id -> its preferred audio file under ``audio_dir`` (nested folders, any
+    spelling; see :func:`find_audio_candidates`). Files whose names are not clip names are ignored."""
+    return {cid: paths[0] for cid, paths in find_audio_candidates(audio_dir, extensions)[0].items()}
 
 
 def prepare_dcase17(
