@@ -239,7 +239,7 @@ def test_prepare_writes_manifests_with_audio_paths(tmp_path, mini_official_dir):
     assert test["Y-5QrBL6MzLg_60.000_70.000"].audio == "../audio/nested/-5QrBL6MzLg_60.000_70.000.wav"
     assert sum(r.audio is not None for r in test.values()) == 1
     validation = read_manifest(out / "validation.jsonl")
-    assert len(validation) == 34 and min(class_counts(validation).values()) >= 2
+    assert sum(class_counts(validation).values()) >= 34 and min(class_counts(validation).values()) >= 2  # 34 positives
     assert len(read_manifest(out / "train.jsonl")) == len(splits["train"]) > 100
 
 
