@@ -470,3 +470,24 @@ def test_bad_decision_thresholds_are_one_line(mode):
 
     with pytest.raises(AvtagError, match="decision_thresholds"):
         tiny_module(decision_thresholds=mode)
+
+
+def test_the_small_cpu_recipe_is_a_documented_choice_with_its_values():
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from avtag.train import TaggingModule, TrainCLI
+
+    path = PROJECT_ROOT / "configs" / "crnn_cpu_small.yaml"
+    assert "OUR DOCUMENTED CHOICE, NOT A PAPER RECIPE" in path.read_text()
+    cli = TrainCLI(TaggingModule, ClipDataModule, run=False,
+                   args=["--config", str(path), "--model.classes", "[a, b, c]", "--trainer.logger", "false"])
+    module, trainer = cli.model, cli.trainer
+    optimizer = module.configure_optimizers()
+    assert isinstance(optimizer, torch.optim.Adam) and optimizer.param_groups[0]["lr"] == 0.002
+    assert trainer.gradient_clip_val is None and module.decision_thresholds == "tuned"
+    assert module.model.model_args["conv_channels"] == [16, 16, 32, 32] and module.model.model_args["rnn_hidden"] == 32
+    assert module.frontend.sample_rate == 16000 and module.frontend.hop_length == 160 and module.frontend.n_mels == 60
+    assert sum(p.numel() for p in module.model.parameters()) < 100_000  # small: trains in minutes on a CPU
+    assert cli.datamodule.batch_size == 16 and not cli.datamodule.balanced
+    best = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor == "val_micro_f1"]
+    assert best and Path(best[0].dirpath) == Path("runs/crnn_cpu_small/checkpoints").resolve() and best[0].filename == "best"
