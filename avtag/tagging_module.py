@@ -62,7 +62,7 @@ Choices where the paper is silent:
   thresholds and metrics are computed, so every process selects identically.
 - ``num_classes`` and ``n_mels`` are filled into ``model_args`` from the class list and
   the front-end when the model takes them and the config does not give them.
-- Optional per-mel-bin standardisation (002 §4) from ``feature_statistics_clips``
+- Optional per-mel-bin standardisation (002 §2.7) from ``feature_statistics_clips``
   evenly spaced training clips, computed once before training.
 - ``frontend: null`` means the inputs already are features (e.g. the AudioSet
   embeddings of 000 §3.4 for ``multilevel_embeddings``): batches carry ``features``
@@ -131,7 +131,7 @@ class TaggingModule(L.LightningModule):
         scheduler_monitor: metric a ReduceLROnPlateau scheduler watches.
         threshold_seed: seed of the random class order of the threshold tuning (004 §3.3).
         feature_statistics_clips: if > 0, standardise features with statistics from
-            this many training clips (002 §4).
+            this many training clips (002 §2.7).
         metadata: free-form facts stored with the exported tagger.
         feature_hop_seconds: seconds between input feature frames when ``frontend`` is
             None (default 0.96, one AudioSet embedding segment); sets ``frame_hop``.
