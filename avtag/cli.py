@@ -50,11 +50,24 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
+    import inspect
+
     from avtag.audio.models.base import available_models, get
 
     for name in available_models():
-        doc = (get(name).__doc__ or "").strip().splitlines()
+        model_class = get(name)
+        doc = (model_class.__doc__ or "").strip().splitlines()
         print(f"{name:<16} {doc[0] if doc else ''}")
+        if not args.verbose:
+            continue
+        for parameter in list(inspect.signature(model_class.__init__).parameters.values())[1:]:
+            if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+                continue
+            default = "required" if parameter.default is parameter.empty else f"default {parameter.default!r}"
+            annotation = parameter.annotation if isinstance(parameter.annotation, str) else getattr(
+                parameter.annotation, "__name__", str(parameter.annotation))
+            annotation = "" if parameter.annotation is parameter.empty else f": {annotation}"
+            print(f"    {parameter.name}{annotation}  ({default})")
     return 0
 
 
@@ -70,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("out", help="output directory")
     export.set_defaults(run=_export)
     models = commands.add_parser("models", help="list the registered models")
+    models.add_argument("--verbose", "-v", action="store_true",
+                        help="also list every model's constructor arguments with their defaults (model_args in a config)")
     models.set_defaults(run=_models)
     return parser
 

@@ -48,6 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
+from avtag.atomic import write_text
+from avtag.baselines import BaselineScores, baseline_scores  # noqa: F401 - part of this module's API
 from avtag.data.dcase17 import clip_id, official_file_name, parse_clip_id
 from avtag.data.manifests import EventSpan
 from avtag.errors import InputFileError
@@ -184,7 +186,7 @@ def write_tag_file(
             if "\t" in label or "\n" in label:
                 raise ValueError(f"label {label!r} contains a tab or newline")
             lines.append(f"{name}\t{start:.3f}\t{end:.3f}\t{label}")
-    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    write_text(path, "".join(line + "\n" for line in lines))  # temporary file + rename
     return path
 
 

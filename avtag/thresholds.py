@@ -18,18 +18,25 @@ Choices where the paper is silent:
   point no single class's threshold can raise micro-F1, which is what "no improvements could
   be made" means for this coordinate search.
 * Ties: in step (1) among equally good candidates the one closest to 0.5 is taken; in step
-  (2) the one closest to the class's current threshold. A class without positives gets the
-  "nothing positive" threshold in step (1) (its F1 is 0 for every threshold).
+  (2) the one closest to the class's current threshold.
+* A class without positives in the tuning data has no threshold to learn (its F1 is 0 for
+  every threshold, and "just above its highest score" can be ~0.003 for a model that
+  scores it low, which then fires on almost any test clip). It gets
+  ``ABSENT_CLASS_THRESHOLD`` = 0.5 (our documented choice: the decision boundary of a
+  calibrated probability), is left out of step (2), and is listed in
+  ``ThresholdResult.absent_classes`` so that callers warn. Its false positives on the
+  tuning data still count in the reported micro-F1.
 * F1 with no positives predicted and none true is 0 (scikit-learn's ``zero_division=0``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 _GAIN = 1e-12
+ABSENT_CLASS_THRESHOLD = 0.5  # our documented choice, see the module docstring
 
 
 @dataclass
@@ -41,6 +48,17 @@ class ThresholdResult:
     class_f1_thresholds: np.ndarray
     class_f1_micro_f1: float
     passes: int
+    absent_classes: list[int] = field(default_factory=list)
+
+    def absent_warning(self, classes: list[str] | None = None) -> str | None:
+        """One line naming the classes without tuning positives, or None when there are none."""
+        if not self.absent_classes:
+            return None
+        names = [classes[c] if classes is not None else str(c) for c in self.absent_classes]
+        return (
+            f"{len(names)} class(es) have no positive clip in the threshold-tuning data and get the default "
+            f"threshold {ABSENT_CLASS_THRESHOLD}: {', '.join(names)}"
+        )
 
 
 def _check(y_true: np.ndarray, y_score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -101,7 +119,7 @@ def class_f1_thresholds(y_true: np.ndarray, y_score: np.ndarray) -> np.ndarray:
     for c in range(y_true.shape[1]):
         candidates = candidate_thresholds(y_score[:, c])
         if not y_true[:, c].any():
-            thresholds[c] = candidates[-1]
+            thresholds[c] = ABSENT_CLASS_THRESHOLD
             continue
         tp, fp = _counts(y_true[:, c], y_score[:, c], candidates)
         f1 = _f1(tp, fp, y_true[:, c].sum() - tp)
@@ -127,11 +145,14 @@ def tune_thresholds(
     total_positives = int(positives.sum())
     best = float(_f1(class_tp.sum(), class_fp.sum(), total_positives - class_tp.sum()))
     start_f1 = best
+    absent = [int(c) for c in np.flatnonzero(positives == 0)]
     passes = 0
     while passes < max_passes:
         passes += 1
         changed = False
         for c in rng.permutation(num_classes):
+            if positives[c] == 0:
+                continue
             tp_c, fp_c = counts[c]
             tp = class_tp.sum() - class_tp[c] + tp_c
             fp = class_fp.sum() - class_fp[c] + fp_c
@@ -145,5 +166,6 @@ def tune_thresholds(
         if not changed:
             break
     return ThresholdResult(
-        thresholds=thresholds, micro_f1=best, class_f1_thresholds=start, class_f1_micro_f1=start_f1, passes=passes
+        thresholds=thresholds, micro_f1=best, class_f1_thresholds=start, class_f1_micro_f1=start_f1, passes=passes,
+        absent_classes=absent,
     )

@@ -1,346 +1,52 @@
-"""Training with Lightning: ``python -m avtag.train fit --config configs/crnn_maxpool.yaml``.
+"""Training with Lightning: ``avtag train fit --config configs/crnn_maxpool.yaml``
+(= ``python -m avtag.train fit ...``); also ``validate`` and ``test``.
 
-:class:`TaggingModule` holds a registered model (``model_name`` + ``model_args``), a
-log-mel front-end (preset + overrides) and the class list. Batches are waveforms; the
-front-end runs on the module's device, then the model, then ``model.loss`` (each model
-family brings its own loss). After every validation epoch the class-specific
-thresholds are tuned on the validation predictions with the iterative procedure of
-004 §3.3 (:func:`avtag.thresholds.tune_thresholds`), and the validation micro-F1 with
-those thresholds (``val_micro_f1``) selects the model (004 §3.3: "picked the model
-reaching the highest F1 on the validation data"). mAP is logged beside it.
-
-Every checkpoint carries an ``"avtag"`` entry (model name/args, unprefixed weights,
-front-end config and state, classes, the thresholds tuned on validation at that epoch,
-metadata) that :meth:`avtag.audio.tagger.AudioTagger.from_pretrained` reads with
-``torch.load(weights_only=True)``; the rest of the checkpoint is kept to plain types
-too, so Lightning can resume from it (``--ckpt_path``) with ``weights_only`` loading.
-
-The defaults are the recipe of 004 §3.2: SGD, learning rate 0.1, Nesterov momentum
-0.8, gradient clipping 1e-3, batches of 95, learning rate x0.8 when the validation loss
-has not decreased for 3 consecutive epochs. The optimizer and scheduler are injected
-callables, so a YAML file can swap in Adam for the other model families::
-
-    model:
-      optimizer:
-        class_path: torch.optim.Adam
-        init_args: {lr: 0.001}
-
-Mixed precision ("16-mixed") is the default when CUDA is available; DDP via
-``trainer.strategy: ddp`` (or ``torchrun``); resume with ``--ckpt_path``.
-
-Choices where the paper is silent:
-- Gradient clipping "limit of 1e-3" (004 §3.2, a Keras model): Keras offers ``clipnorm``
-  and ``clipvalue``; we clip by VALUE (element-wise, ``gradient_clip_algorithm: value``).
-  With SGD at lr 0.1, a global-norm limit of 1e-3 would cap every step at 1e-4 in
-  parameter space, too small to converge in the stated 6 hours; element-wise clipping
-  caps each weight's step at 1e-4, a sign-SGD-like regime that trains.
-- "Decayed by 0.8 when the validation loss did not reduce for 3 consecutive epochs":
-  PyTorch's ReduceLROnPlateau reduces after ``patience + 1`` bad epochs, so the paper's
-  3 epochs is ``patience=2``; "did not reduce" is read literally (``threshold=0``).
-- Class-balanced mini-batches (:class:`avtag.data.datasets.ClassBalancedSampler`).
-- Validation loss is the model's own training loss on the validation set; validation
-  predictions are gathered across DDP processes (and de-duplicated) before the
-  thresholds and metrics are computed, so every process selects identically.
-- ``num_classes`` and ``n_mels`` are filled into ``model_args`` from the class list and
-  the front-end when the model takes them and the config does not give them.
-- Optional per-mel-bin standardisation (002 §4) from ``feature_statistics_clips``
-  evenly spaced training clips, computed once before training.
-- ``frontend: null`` means the inputs already are features (e.g. the AudioSet
-  embeddings of 000 §3.4 for ``multilevel_embeddings``): batches carry ``features``
-  (:class:`avtag.data.embeddings.EmbeddingDataModule`) that go straight to the model,
-  and the checkpoint records ``frontend: None``. Such a model cannot become an
-  :class:`AudioTagger`; ``python -m avtag.evaluate --embeddings`` evaluates it.
-  Its frame hop is ``feature_hop_seconds`` (0.96 s, the AudioSet embedding segment).
-- ``classes`` may be a path to a ``class_labels_indices.csv``: its display names
-  (e.g. the 527 AudioSet classes) in index order.
-- The data module is chosen in the config (``data.class_path``); without one it is
-  :class:`avtag.data.datasets.ClipDataModule`, so older configs keep working.
+:class:`TrainCLI` is LightningCLI around :class:`avtag.tagging_module.TaggingModule` (the
+recipe defaults, threshold modes and checkpoint contents are documented there). This module
+adds what the command line needs: 004's model selection callback, a ``last.ckpt`` for
+resumption, safe resumption (:mod:`avtag.resume`: a local file, weights-only, the model
+configuration rebuilt from the checkpoint's ``"avtag"`` entry, nothing instantiated from
+checkpoint data), and the end-of-fit summary (:mod:`avtag.train_report`: the real paths of
+the best and last checkpoints, what stopped the run).
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Iterable
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningCLI, LRSchedulerCallable, OptimizerCallable
-from torch import Tensor
-from torch.optim import Optimizer
-from torch.optim.lr_scheduler import ReduceLROnPlateau
+from lightning.pytorch.cli import LightningCLI
 
-import avtag
-from avtag.audio.features import LogMelFrontEnd, fit_statistics
-from avtag.audio.models.base import TaggingOutput, build_model, get
-from avtag.audio.tagger import AudioTagger
 from avtag.data.datasets import ClipDataModule
-from avtag.data.embeddings import AUDIOSET_SEGMENT_SECONDS, class_names
-from avtag.errors import AvtagError, cli_guard
-from avtag.events import event_names
+from avtag.errors import cli_guard
+from avtag.resume import check_ckpt_path, load_resume_checkpoint, resume_overrides
+from avtag.tagging_module import SELECTION_METRIC, TaggingModule, paper_plateau, paper_sgd
+from avtag.train_report import fit_summary
 
-SELECTION_METRIC = "val_micro_f1"
 DEFAULT_DATA_MODULE = f"{ClipDataModule.__module__}.{ClipDataModule.__qualname__}"
-
-
-def paper_sgd(params: Iterable[Any]) -> Optimizer:
-    """004 §3.2: SGD, learning rate 0.1, Nesterov momentum 0.8."""
-    return torch.optim.SGD(params, lr=0.1, momentum=0.8, nesterov=True)
-
-
-def paper_plateau(optimizer: Optimizer) -> ReduceLROnPlateau:
-    """004 §3.2: x0.8 after 3 consecutive epochs without a lower validation loss."""
-    return ReduceLROnPlateau(optimizer, mode="min", factor=0.8, patience=2, threshold=0.0)
-
-
-class TaggingModule(L.LightningModule):
-    """Front-end + registered tagging model, trained on waveform batches (or, with
-    ``frontend=None``, a model trained on batches of precomputed features).
-
-    Args:
-        model_name: a registered model (``avtag models`` lists them).
-        model_args: its constructor arguments (JSON values).
-        frontend: front-end preset ("crnn", "mmnet", "cnn"), or None: the batches
-            carry ``features`` for the model (no front-end).
-        frontend_args: overrides of the preset.
-        classes: class names, or the path of a ``class_labels_indices.csv`` (all its
-            display names); default: the 17 DCASE 2017 events.
-        optimizer: callable ``params -> Optimizer`` (default: 004's SGD).
-        scheduler: callable ``optimizer -> scheduler`` or None (default: 004's plateau decay).
-        scheduler_monitor: metric a ReduceLROnPlateau scheduler watches.
-        threshold_seed: seed of the random class order of the threshold tuning (004 §3.3).
-        feature_statistics_clips: if > 0, standardise features with statistics from
-            this many training clips (002 §4).
-        metadata: free-form facts stored with the exported tagger.
-        feature_hop_seconds: seconds between input feature frames when ``frontend`` is
-            None (default 0.96, one AudioSet embedding segment); sets ``frame_hop``.
-    """
-
-    def __init__(
-        self,
-        model_name: str = "crnn",
-        model_args: dict[str, Any] | None = None,
-        frontend: str | None = "crnn",
-        frontend_args: dict[str, Any] | None = None,
-        classes: list[str] | str | None = None,
-        optimizer: OptimizerCallable = paper_sgd,
-        scheduler: LRSchedulerCallable | None = paper_plateau,
-        scheduler_monitor: str = "val_loss",
-        threshold_seed: int = 0,
-        feature_statistics_clips: int = 0,
-        metadata: dict[str, Any] | None = None,
-        feature_hop_seconds: float = AUDIOSET_SEGMENT_SECONDS,
-    ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        if isinstance(classes, str):
-            self.classes = class_names(classes)
-        else:
-            self.classes = list(classes) if classes is not None else event_names()
-        if frontend is None and (frontend_args or feature_statistics_clips > 0):
-            raise AvtagError("frontend_args and feature_statistics_clips need a front-end (model.frontend is null)")
-        self.feature_hop_seconds = float(feature_hop_seconds)
-        try:
-            self.frontend = None if frontend is None else LogMelFrontEnd.from_preset(frontend, **(frontend_args or {}))
-            self.model = build_model(model_name, **self._complete_model_args(model_name, model_args or {}))
-        except (ValueError, TypeError) as err:  # unknown name or argument in a config: a user error
-            raise AvtagError(f"bad model/front-end configuration: {err}") from None
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
-        self.scheduler_monitor = scheduler_monitor
-        self.threshold_seed = threshold_seed
-        self.feature_statistics_clips = feature_statistics_clips
-        self.metadata = dict(metadata or {})
-        self.thresholds: list[float] = [0.5] * len(self.classes)
-        self.validation_scores: dict[str, float] = {}
-        self._val_batches: list[tuple[Tensor, Tensor, Tensor]] = []
-
-    def _complete_model_args(self, model_name: str, model_args: dict[str, Any]) -> dict[str, Any]:
-        accepted = inspect.signature(get(model_name).__init__).parameters
-        completed = dict(model_args)
-        if "num_classes" in accepted:
-            completed.setdefault("num_classes", len(self.classes))
-        if "n_mels" in accepted and self.frontend is not None:
-            completed.setdefault("n_mels", self.frontend.n_mels)
-        return completed
-
-    @property
-    def input_key(self) -> str:
-        """The batch entry the module consumes: ``"waveform"``, or ``"features"`` without a front-end."""
-        return "waveform" if self.frontend is not None else "features"
-
-    # ------------------------------------------------------------------ compute
-
-    def forward(self, inputs: Tensor) -> TaggingOutput:
-        """``inputs``: waveforms (B, N), or features (B, T, F) when there is no front-end."""
-        features = self.frontend(inputs) if self.frontend is not None else inputs  # front-end: float32, autocast off inside
-        output = self.model(features)
-        if output.frame_probs is not None and output.frame_probs.shape[1] > 0:
-            hop = self.frontend.hop_seconds if self.frontend is not None else self.feature_hop_seconds
-            output.frame_hop = hop * features.shape[1] / output.frame_probs.shape[1]
-        return output
-
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        output = self(batch[self.input_key])
-        loss = self.model.loss(output, batch["target"])
-        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True, batch_size=len(batch["target"]))
-        return loss
-
-    def on_train_epoch_start(self) -> None:
-        optimizers = self.optimizers(use_pl_optimizer=False)
-        optimizer = optimizers[0] if isinstance(optimizers, list) else optimizers
-        self.log("lr", float(optimizer.param_groups[0]["lr"]), on_step=False, on_epoch=True, sync_dist=True)
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        output = self(batch[self.input_key])
-        loss = self.model.loss(output, batch["target"])
-        self.log("val_loss", loss, prog_bar=True, on_epoch=True, sync_dist=True, batch_size=len(batch["target"]))
-        self._val_batches.append((batch["index"].detach(), output.clip_probs.detach().float(), batch["target"].detach()))
-
-    def on_validation_epoch_start(self) -> None:
-        self._val_batches = []
-
-    def on_validation_epoch_end(self) -> None:
-        from avtag.metrics import ranking_scores
-        from avtag.thresholds import tune_thresholds
-
-        if not self._val_batches:
-            return
-        indices = torch.cat([b[0] for b in self._val_batches])
-        probs = torch.cat([b[1] for b in self._val_batches])
-        targets = torch.cat([b[2] for b in self._val_batches])
-        self._val_batches = []
-        if self.trainer.world_size > 1:  # every process sees every validation clip
-            indices, probs, targets = (self.all_gather(t).flatten(0, 1) for t in (indices, probs, targets))
-        indices, first = np.unique(indices.cpu().numpy(), return_index=True)  # DDP pads shards with repeats
-        probs_np = probs.cpu().numpy()[first].astype(np.float64)
-        targets_np = targets.cpu().numpy()[first] > 0.5
-        tuned = tune_thresholds(targets_np, probs_np, seed=self.threshold_seed)
-        decisions = probs_np >= tuned.thresholds
-        true_positives = int(np.sum(decisions & targets_np))
-        scores = {
-            SELECTION_METRIC: float(tuned.micro_f1),
-            "val_micro_precision": true_positives / max(int(decisions.sum()), 1),
-            "val_micro_recall": true_positives / max(int(targets_np.sum()), 1),
-            "val_mAP": float(ranking_scores(targets_np, probs_np).mean_average_precision),
-        }
-        for name, value in scores.items():
-            self.log(name, value, prog_bar=name in (SELECTION_METRIC, "val_mAP"), sync_dist=True)  # equal on all ranks
-        if not self.trainer.sanity_checking:
-            self.thresholds = [float(t) for t in tuned.thresholds]
-            self.validation_scores = scores | {"epoch": int(self.current_epoch), "clips": int(len(indices))}
-
-    # ------------------------------------------------------------------ optimisation
-
-    def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer)
-        config: dict[str, Any] = {"scheduler": scheduler, "interval": "epoch"}
-        if isinstance(scheduler, ReduceLROnPlateau):
-            config["monitor"] = self.scheduler_monitor
-        return {"optimizer": optimizer, "lr_scheduler": config}
-
-    def on_train_start(self) -> None:
-        """Models whose loss weights come from the training labels (M&mnet's eq. 11 with
-        ``class_weights: auto``) get them here, once the training data is loaded."""
-        if not getattr(self.model, "auto_class_weights", False):
-            return
-        loader = self.trainer.train_dataloader
-        targets = getattr(getattr(loader, "dataset", None), "targets", None)
-        if targets is None:
-            raise AvtagError("class_weights: auto needs a training dataset with a .targets label matrix")
-        self.model.fit_class_weights(targets)
-
-    def on_fit_start(self) -> None:
-        count = self.feature_statistics_clips
-        if count <= 0 or self.frontend is None or self.frontend.standardize:
-            return
-        dataset = self.trainer.datamodule.datasets["train"]
-        picks = np.unique(np.linspace(0, len(dataset) - 1, num=min(count, len(dataset))).round().astype(int))
-        fit_statistics(self.frontend, (dataset[int(i)]["waveform"].to(self.device) for i in picks))
-
-    # ------------------------------------------------------------------ persistence
-
-    def to_tagger(self) -> AudioTagger:
-        """The trained front-end + model as an :class:`AudioTagger` (shares the modules)."""
-        if self.frontend is None:
-            raise AvtagError(
-                f"model {self.model.model_name!r} takes precomputed features, not waveforms: it has no AudioTagger"
-            )
-        return AudioTagger(self.model, self.frontend, self.classes, self.thresholds, self._metadata())
-
-    def _metadata(self) -> dict[str, Any]:
-        inputs = {"input": "features", "feature_hop_seconds": self.feature_hop_seconds} if self.frontend is None else {}
-        return _plain(
-            self.metadata
-            | inputs
-            | {
-                "avtag_version": avtag.__version__,
-                "thresholds": "tuned on the validation set after this epoch (004 section 3.3)",
-                "validation": self.validation_scores,
-            }
-        )
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["avtag"] = {
-            "model_name": self.model.model_name,
-            "model_args": _plain(self.model.model_args),
-            "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "frontend": self.frontend.config if self.frontend is not None else None,
-            "frontend_state": (
-                {k: v.detach().cpu() for k, v in self.frontend.state_dict().items()} if self.frontend is not None else {}
-            ),
-            "classes": list(self.classes),
-            "thresholds": [float(t) for t in self.thresholds],
-            "metadata": self._metadata()
-            | {"epoch": int(self.current_epoch), "global_step": int(self.global_step)},
-        }
-        for key in ("hyper_parameters", "datamodule_hyper_parameters"):
-            if key in checkpoint:
-                checkpoint[key] = _plain(dict(checkpoint[key]))
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        package = checkpoint.get("avtag") or {}
-        if "thresholds" in package:
-            self.thresholds = [float(t) for t in package["thresholds"]]
-        if self.frontend is not None and (package.get("frontend") or {}).get("standardize"):
-            self.frontend.standardize = True
-
-
-def _plain(value: Any) -> Any:
-    """``value`` reduced to what ``torch.load(weights_only=True)`` accepts: JSON-like
-    containers, numbers, strings, tensors; callables and classes become their import path."""
-    if value is None or isinstance(value, (bool, int, float, str, Tensor)):
-        return value
-    if isinstance(value, (np.integer, np.floating, np.bool_)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if callable(value) and hasattr(value, "__qualname__"):
-        return f"{value.__module__}.{value.__qualname__}"
-    return repr(value)
 
 
 class TrainCLI(LightningCLI):
     """LightningCLI with 004's model selection and mixed precision on GPUs by default.
 
     Two checkpoint callbacks: ``checkpoint`` keeps the best model by validation micro-F1
-    (004 §3.3) and ``last_checkpoint`` rewrites ``last.ckpt`` after every epoch, for
-    ``--ckpt_path`` resumption (Lightning 2.6's ``save_last`` only writes when the best
-    model changes).
+    (004 §3.3; ``checkpoint.monitor: val_map`` for ranking-scored configs) and
+    ``last_checkpoint`` rewrites ``last.ckpt`` after every epoch, for ``--ckpt_path``
+    resumption (Lightning 2.6's ``save_last`` only writes when the best model changes).
+    Subcommands: ``fit``, ``validate``, ``test`` (``predict`` is not offered: ``avtag
+    evaluate`` writes the probabilities of a manifest).
 
     With ``subclass_mode_data`` (as :func:`main` runs it) the config picks the data
     module with ``data.class_path``; a ``data`` section without one configures
     :class:`ClipDataModule`.
     """
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        commands = LightningCLI.subcommands()
+        return {name: commands[name] for name in ("fit", "validate", "test")}
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         if self.subclass_mode_data:
@@ -359,15 +65,34 @@ class TrainCLI(LightningCLI):
                 "last_checkpoint.filename": "last",
                 "last_checkpoint.enable_version_counter": False,
                 "trainer.precision": "16-mixed" if torch.cuda.is_available() else "32-true",
-                "trainer.gradient_clip_val": 1e-3,
-                "trainer.gradient_clip_algorithm": "value",
             }
         )
 
+    def _parse_ckpt_path(self) -> None:
+        """Replaces LightningCLI's: never applies a checkpoint's ``hyper_parameters``; the
+        model settings come from the checkpoint's ``"avtag"`` entry (see :mod:`avtag.resume`),
+        and Lightning loads the file weights-only."""
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        settings = self.config[subcommand]
+        if "weights_only" in settings:
+            settings["weights_only"] = True
+        path = check_ckpt_path(settings.get("ckpt_path"))
+        if path is None:
+            return
+        overrides = resume_overrides(load_resume_checkpoint(path), path)
+        self.config = self.parser.parse_object({subcommand: {"model": overrides}}, self.config)
+
+    def after_fit(self) -> None:
+        if self.trainer.is_global_zero:
+            print("\n".join(fit_summary(self.trainer)), flush=True)
 
 @cli_guard
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``python -m avtag.train {fit,validate,test} --config ...``."""
+    if args is not None:
+        args = list(args)
     TrainCLI(
         TaggingModule,
         L.LightningDataModule,
@@ -377,7 +102,7 @@ def main(args: list[str] | None = None) -> None:
     )
 
 
-__all__ = ["TaggingModule", "TrainCLI", "main", "paper_plateau", "paper_sgd"]
+__all__ = ["SELECTION_METRIC", "TaggingModule", "TrainCLI", "main", "paper_plateau", "paper_sgd"]
 
 if __name__ == "__main__":
     from avtag.train import main as _main  # classes from avtag.train, not __main__, in saved configs

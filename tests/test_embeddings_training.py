@@ -168,7 +168,7 @@ def test_cli_trains_multilevel_embeddings_from_a_store(trained, layout):
     assert package["classes"] == expected and package["model_args"]["num_classes"] == len(expected)
     assert package["thresholds"] != [0.5] * len(expected)  # tuned on validation
     validation = package["metadata"]["validation"]
-    assert validation["val_mAP"] > 0.9 and validation["clips"] == 120
+    assert validation["val_map"] > 0.9 and validation["clips"] == 120
     assert package["metadata"]["input"] == "features"
 
 

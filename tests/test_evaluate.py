@@ -153,3 +153,31 @@ def test_a_corrupt_clip_costs_only_that_clip(setup, tmp_path):
     per_class_fn = sum(c["fn"] for c in with_bad["per_class"].values())
     assert per_class_fn == sum(c["fn"] for c in without["per_class"].values()) + missed
     assert not read_tag_file(tmp_path / "with" / "predictions.csv").get(records[-1].id)
+
+
+def test_every_evaluation_prints_its_baselines_and_absent_classes(setup, tmp_path, capsys):
+    from avtag.metrics import baseline_scores
+
+    out = tmp_path / "out"
+    assert main(["--checkpoint", str(setup["checkpoint"]), "--manifest", str(setup["test"]), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    targets = ClipDataset(setup["test"], sample_rate=8000, clip_seconds=2.0, classes=TONE_CLASSES).targets > 0.5
+    expected = baseline_scores(targets, TONE_CLASSES)
+    assert metrics["baselines"]["label_prior"]["micro_f1"] == pytest.approx(expected.prior_micro_f1)
+    assert metrics["baselines"]["all_positive"]["micro_f1"] == pytest.approx(expected.all_positive_micro_f1)
+    assert f"label prior micro-F1 {expected.prior_micro_f1:.3f}" in printed and "all positive micro-F1" in printed
+    assert "*baseline: label prior*" in (out / "per_class.md").read_text()
+    assert metrics["macro_f1_absent_classes"] == expected.absent_classes
+
+
+@pytest.mark.parametrize("text", ['{"thresholds": [NaN, 0.5, 0.5, 0.5]}', '{"thresholds": [0.5, "x", 0.5, 0.5]}',
+                                  '{"thresholds": [0.5, 0.5]}', '[1, 2]', '{"thresholds": [2.0, 0.5, 0.5, 0.5]}'])
+def test_a_bad_thresholds_file_is_one_line(setup, tmp_path, capsys, text):
+    bad = tmp_path / "thresholds.json"
+    bad.write_text(text)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--checkpoint", str(setup["checkpoint"]), "--manifest", str(setup["test"]), "--out", str(tmp_path / "o"),
+              "--thresholds-from", str(bad)])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and err.count("\n") == 0 and "thresholds.json" in err

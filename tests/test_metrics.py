@@ -176,3 +176,29 @@ def test_segment_based_f1_counts_one_second_segments():
     assert perfect.f1 == 1.0
     with pytest.raises(ValueError, match=r"\(T', 2\)"):
         segment_based_f1([probs[:, :1]], hop, [0.5, 0.5], [truth], classes)
+
+
+def test_baselines_label_prior_and_all_positive():
+    from avtag.metrics import baseline_scores
+
+    # 4 clips, 3 classes: a in 3 clips, b in 1, c never.
+    y = np.array([[1, 0, 0], [1, 1, 0], [1, 0, 0], [0, 0, 0]], dtype=bool)
+    base = baseline_scores(y, ["a", "b", "c"])
+    # all positive: tp 4, fp 12 - 4 = 8, fn 0 -> 8 / 16
+    assert base.all_positive_micro_f1 == pytest.approx(0.5)
+    # prior: "a" for every clip: tp 3, fp 1, fn 1 -> 6/8 (adding b: tp 4, fp 4 -> 8/12)
+    assert base.prior_classes == 1 and base.prior_micro_f1 == pytest.approx(0.75)
+    # constant scores: AP = positive rate over the classes with positives and negatives
+    assert base.prior_map == pytest.approx((0.75 + 0.25) / 2) and base.prior_mauc == 0.5
+    assert base.absent_classes == ["c"]
+    assert base.all_positive_macro_f1 == pytest.approx(np.mean([6 / 7, 2 / 5, 0.0]))
+    assert "label prior micro-F1 0.7500" in base.summary()
+
+
+def test_prior_map_matches_ranking_scores_of_constant_scores():
+    from avtag.metrics import baseline_scores, ranking_scores
+
+    rng = np.random.default_rng(0)
+    y = rng.random((50, 4)) < [0.1, 0.3, 0.5, 0.7]
+    constant = np.broadcast_to(y.mean(axis=0), y.shape)
+    assert baseline_scores(y).prior_map == pytest.approx(ranking_scores(y, constant).mean_average_precision)

@@ -1,9 +1,10 @@
-"""End to end: scripts/prepare_dcase17.py on a handful of synthetic clips named after real ids."""
+"""End to end: `avtag prepare dcase17` (avtag.recipes.dcase17) on a handful of synthetic clips
+named after real ids: reports, packs, reruns after a kill, file preference, worker hygiene."""
 
 from __future__ import annotations
 
 import csv
-import importlib.util
+from pathlib import Path
 import sys
 
 import numpy as np
@@ -17,11 +18,10 @@ from avtag.data.pack import PackReader
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("prepare_dcase17", PROJECT_ROOT / "scripts" / "prepare_dcase17.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses and worker processes look the module up by name
-    spec.loader.exec_module(module)
-    return module
+    """The recipe module (``scripts/prepare_dcase17.py`` is a thin wrapper of it)."""
+    from avtag.recipes import dcase17
+
+    return dcase17
 
 
 def tone(seconds: float, sr: int, freq: float = 440.0, channels: int = 1) -> np.ndarray:
@@ -56,7 +56,7 @@ def test_report_counts_missing_and_unreadable_clips(prepared, capsys):
         missing = list(csv.DictReader(fh))
     by_split = {split: sum(row["split"] == split for row in missing) for split in ("train", "validation", "test", "evaluation")}
     assert by_split["test"] == 488 - 4 and by_split["evaluation"] == 1103
-    assert by_split["validation"] == 34 and by_split["train"] > 100
+    assert by_split["validation"] == 0 and by_split["train"] > 100  # made from present clips: none here
     assert "Y-5QrBL6MzLg_60.000_70.000" not in {row["clip_id"] for row in missing}
     with (out / "failures.csv").open(newline="") as fh:
         failures = list(csv.DictReader(fh))
@@ -101,3 +101,109 @@ def test_user_errors_exit_2_with_one_line(prepared, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         script.main(["--official-dir", str(tmp_path), "--audio-dir", str(tmp_path), "--out", str(tmp_path / "o")])
     assert exit_info.value.code == 2 and "missing official file training_set.csv" in capsys.readouterr().err
+
+
+def _prepare(official, audio, out, *extra: str) -> int:
+    from avtag.cli import main
+
+    try:
+        return main(["prepare", "dcase17", "--official-dir", str(official), "--audio-dir", str(audio), "--out", str(out),
+                     "--splits", "test", "--workers", "1", "--validation-size", "34", *extra])
+    except SystemExit as exit_info:
+        return exit_info.code
+
+
+GOOD, OTHER = "Y-5QrBL6MzLg_60.000_70.000", "Y-E0shPRxAbo_30.000_40.000"
+
+
+def test_a_corrupt_flac_never_hides_a_good_wav_and_unmatched_files_are_counted(prepared, tmp_path, capsys):
+    _, official, _, _ = prepared
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    (audio / f"{GOOD}.flac").write_bytes(b"fLaC" + b"\x00" * 64)  # corrupt, and sorted before the .wav
+    soundfile.write(audio / f"{GOOD}.wav", tone(10.0, 20000), 20000)
+    (audio / f"{OTHER}.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")  # corrupt wav ...
+    soundfile.write(audio / f"{OTHER}.flac", tone(10.0, 16000), 16000)  # ... with a good flac
+    (audio / "notes.wav").write_bytes(b"not a clip")
+    soundfile.write(audio / "Yaaaaaaaaaaa_1.000_11.000.wav", tone(1.0, 8000), 8000)  # a clip of no list
+    out = tmp_path / "out"
+    assert _prepare(official, audio, out) == 0
+    printed = capsys.readouterr().out
+    assert sorted(r.id for r in read_manifest(out / "test.jsonl")) == [GOOD, OTHER]
+    with (out / "failures.csv").open(newline="") as fh:
+        assert list(csv.DictReader(fh)) == []
+    assert "audio files matching no clip: 2 (1 not a clip name, 1 a clip in none of the lists" in printed
+    with (out / "unmatched.csv").open(newline="") as fh:
+        assert sorted(Path(r["path"]).name for r in csv.DictReader(fh)) == ["Yaaaaaaaaaaa_1.000_11.000.wav", "notes.wav"]
+
+
+def test_a_rerun_after_a_kill_and_a_split_that_packs_nothing_keep_the_old_pack(prepared, tmp_path, capsys):
+    import h5py
+
+    _, official, _, _ = prepared
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    soundfile.write(audio / f"{GOOD}.wav", tone(10.0, 20000), 20000)
+    out = tmp_path / "out"
+    assert _prepare(official, audio, out) == 0
+    pack, manifest = (out / "test.h5").read_bytes(), (out / "test.jsonl").read_text()
+    # a killed run left its temporary pack behind, still open (and locked) by an orphan
+    orphan = h5py.File(out / "test.h5.tmp", "w")
+    try:
+        (audio / f"{GOOD}.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")  # now nothing decodes
+        capsys.readouterr()
+        assert _prepare(official, audio, out) == 0
+        printed = capsys.readouterr().out
+    finally:
+        orphan.close()
+    assert (out / "test.h5").read_bytes() == pack and (out / "test.jsonl").read_text() == manifest
+    assert "test: no clip packed; its previous pack and manifest are kept" in printed
+    (audio / f"{GOOD}.wav").unlink()  # no clip found at all: same
+    assert _prepare(official, audio, out) == 0
+    assert (out / "test.h5").read_bytes() == pack and (out / "test.jsonl").read_text() == manifest
+
+
+def test_workers_leave_with_the_main_process(tmp_path):
+    """SIGKILL the main process: its spawned decoders notice (watchdog) and exit by themselves."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    script = (
+        "import sys, time\n"
+        "from avtag.recipes.dcase17 import Decoder\n"
+        "decoder = Decoder(2)\n"
+        "list(decoder.run([([], 8000)] * 4))\n"
+        "print(' '.join(str(p) for p in decoder.pool._processes), flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT), OMP_NUM_THREADS="1")
+    main = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env)
+    workers = [int(p) for p in main.stdout.readline().split()]
+    assert len(workers) == 2
+    main.send_signal(signal.SIGKILL)
+    main.wait()
+    deadline = time.monotonic() + 60
+    alive = workers
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.5)
+        alive = [p for p in workers if _alive(p)]
+    assert not alive, f"orphaned decoders: {alive}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_the_summary_reports_the_validation_split_on_the_list_and_on_the_clips_present(prepared):
+    _, _, out, _ = prepared
+    report = (out / "report.txt").read_text()
+    assert "validation split, official list: 34 clips" not in report  # 34 positives, fewer clips when multi-label
+    official = [line for line in report.splitlines() if line.startswith("validation split, official list:")]
+    present = [line for line in report.splitlines() if line.startswith("validation split, clips present (used): 0 clips")]
+    assert len(official) == 1 and "2-" in official[0].split("clips, ")[1][:3] and len(present) == 1  # every class >= 2

@@ -119,11 +119,10 @@ def test_deterministic_and_test_set_independent_of_n_train(soundscapes, tmp_path
 
 
 def _cli(capsys, *args: str) -> tuple[int, str, str]:
-    spec = importlib.util.spec_from_file_location("make_soundscapes", PROJECT_ROOT / "scripts" / "make_soundscapes.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    from avtag.cli import main
+
     try:
-        code = script.main(list(args))
+        code = main(["prepare", "soundscapes", *args])
     except SystemExit as exit_:
         code = exit_.code
     out, err = capsys.readouterr()
@@ -142,11 +141,64 @@ def test_cli_user_errors_exit_2_with_one_line(tmp_path, capsys):
     code, _, err = _cli(capsys, "--events-dir", str(esc50), "--out", str(tmp_path / "o"), "--n-train", "1",
                         "--n-test", "0", "--snr-db", "10", "0")
     assert code == 2 and "--snr-db" in err
+    code, _, err = _cli(capsys, "--events-dir", str(esc50), "--out", str(tmp_path / "o"), "--labels", "dcase",
+                        "--classes", "dog")
+    assert code == 2 and "no DCASE 2017 event" in err and len(err.strip().splitlines()) == 1
 
 
-def test_cli_writes_soundscapes(tmp_path, capsys):
+def test_help_describes_every_option_with_its_default(capsys):
+    code, out, _ = _cli(capsys, "--help")
+    out = " ".join(out.split())
+    assert code == 0
+    for option in ("--n-train", "--n-validation", "--n-test", "--labels", "--seed", "--snr-db", "--sample-rate"):
+        assert option in out
+    assert "(default: 400)" in out and "(default: esc50)" in out and "(default: 20000)" in out
+
+
+def test_cli_writes_three_splits_by_source_and_a_class_file_the_trainer_reads(tmp_path, capsys):
+    from avtag.train import TaggingModule
+
     esc50 = shared_path("data", "esc50")
-    code, out, _ = _cli(capsys, "--events-dir", str(esc50), "--out", str(tmp_path), "--n-train", "2", "--n-test", "1",
-                        "--sample-rate", "8000", "--seconds", "4", "--classes", "siren", "dog", "--backgrounds", "rain")
-    assert code == 0 and "train: 2 clips" in out and "test: 1 clips" in out
-    assert len(read_manifest(tmp_path / "test.jsonl")) == 1
+    code, out, _ = _cli(capsys, "--events-dir", str(esc50), "--out", str(tmp_path), "--n-train", "2",
+                        "--n-validation", "2", "--n-test", "1", "--sample-rate", "8000", "--seconds", "4",
+                        "--classes", "siren", "dog", "--backgrounds", "rain")
+    assert code == 0 and "train: 2 clips" in out and "validation: 2 clips" in out and "test: 1 clips" in out
+    assert [len(read_manifest(tmp_path / f"{s}.jsonl")) for s in ("train", "validation", "test")] == [2, 2, 1]
+    params = json.loads((tmp_path / "soundscapes.json").read_text())
+    sources = {split: {f.split("-")[1] for f in files} for split, files in params["sources"].items()}
+    assert set(sources) == {"train", "validation", "test"}
+    assert not sources["train"] & sources["validation"] and not sources["train"] & sources["test"]
+    assert not sources["validation"] & sources["test"]
+    module = TaggingModule(classes=str(tmp_path / "class_labels_indices.csv"), model_args={"conv_channels": [4, 4, 4, 4]})
+    assert module.classes == ["dog", "siren"] and module.model.model_args["num_classes"] == 2
+
+
+def test_n_train_zero_sets_nothing_aside_for_train(tmp_path, capsys):
+    esc50 = shared_path("data", "esc50")
+    code, out, _ = _cli(capsys, "--events-dir", str(esc50), "--out", str(tmp_path), "--n-train", "0",
+                        "--n-validation", "1", "--n-test", "1", "--sample-rate", "8000", "--seconds", "2",
+                        "--classes", "siren", "dog", "--backgrounds", "rain")
+    assert code == 0 and not (tmp_path / "train.jsonl").exists()
+    params = json.loads((tmp_path / "soundscapes.json").read_text())
+    assert "train" not in params["sources"]
+    index = {row.split(",")[0]: row.split(",")[3] for row in (esc50 / "esc50.csv").read_text().splitlines()[1:]}
+    used = [f for files in params["sources"].values() for f in files]
+    wanted = [f for f, category in index.items() if category in ("siren", "dog", "rain") and (esc50 / "audio" / f).is_file()]
+    assert sorted(used) == sorted(wanted)  # every recording went to validation or test
+
+
+def test_dcase_labels_name_the_dcase_events(tmp_path, capsys):
+    from avtag.data.embeddings import read_class_labels
+    from avtag.events import event_names
+
+    esc50 = shared_path("data", "esc50")
+    code, out, _ = _cli(capsys, "--events-dir", str(esc50), "--out", str(tmp_path), "--n-train", "4",
+                        "--n-validation", "0", "--n-test", "2", "--sample-rate", "8000", "--seconds", "3",
+                        "--labels", "dcase", "--backgrounds", "rain")
+    assert code == 0
+    labels = read_class_labels(tmp_path / "class_labels_indices.csv")
+    assert [name for _, name in labels] == ["Police car (siren)", "Car", "Train"]  # DCASE order
+    assert dict(labels) == {"/m/04qvtq": "Police car (siren)", "/m/0k4j": "Car", "/m/07jdr": "Train"}
+    for record in read_manifest(tmp_path / "train.jsonl"):
+        assert record.labels and set(record.labels) <= set(event_names())
+        assert {e.label for e in record.events} == set(record.labels)

@@ -58,14 +58,28 @@ def test_tuning_is_deterministic_with_a_seed():
     assert first.passes == again.passes >= 2
 
 
-def test_class_without_positives():
+def test_class_without_positives_gets_the_documented_default_and_a_warning():
+    from avtag.thresholds import ABSENT_CLASS_THRESHOLD
+
     y_true, y_score = synthetic_scores(3, clips=200, classes=5)
     y_true[:, 2] = False
+    y_score[:, 2] *= 0.01  # a model that scores the absent class low: "above all" would be ~0.01
     start = class_f1_thresholds(y_true, y_score)
-    assert start[2] > y_score[:, 2].max()  # predicts nothing: no false positives
+    assert start[2] == ABSENT_CLASS_THRESHOLD == 0.5
     result = tune_thresholds(y_true, y_score, seed=0)
-    assert not (y_score[:, 2] >= result.thresholds[2]).any()
+    assert result.thresholds[2] == 0.5 and result.absent_classes == [2]
+    warning = result.absent_warning(["a", "b", "c", "d", "e"])
+    assert "1 class(es)" in warning and warning.endswith(": c") and "0.5" in warning
+    assert tune_thresholds(*synthetic_scores(3, clips=200, classes=5), seed=0).absent_warning() is None
     assert np.isfinite(result.thresholds).all()
+
+
+def test_an_absent_class_false_positive_counts_in_the_tuned_micro_f1():
+    y_true = np.array([[1, 0], [0, 0], [1, 0], [0, 0]], dtype=bool)
+    y_score = np.array([[0.9, 0.7], [0.1, 0.1], [0.8, 0.1], [0.2, 0.1]])
+    result = tune_thresholds(y_true, y_score)
+    assert result.thresholds[1] == 0.5
+    assert result.micro_f1 == pytest.approx(2 * 2 / (2 * 2 + 1))  # class 0 perfect, one FP of class 1
 
 
 def test_bad_input_is_rejected():

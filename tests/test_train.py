@@ -3,6 +3,7 @@ LightningCLI config of 004, DDP and resumption."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -183,7 +184,7 @@ def test_module_checkpoint_loads_with_weights_only_and_resumes(tone_data, tmp_pa
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
     )
     trainer.fit(module, data)
-    assert set(trainer.callback_metrics) >= {"val_micro_f1", "val_mAP", "val_loss", "train_loss"}
+    assert set(trainer.callback_metrics) >= {"val_micro_f1", "val_map", "val_mauc", "val_dprime", "val_loss", "train_loss"}
     path = Path(trainer.checkpoint_callback.best_model_path)
     checkpoint = torch.load(path, weights_only=True)  # the whole checkpoint, not only our entry
     package = checkpoint["avtag"]
@@ -228,7 +229,7 @@ def test_paper_recipe_is_the_config_default():
     assert isinstance(plateau, torch.optim.lr_scheduler.ReduceLROnPlateau)
     assert (plateau.factor, plateau.patience, plateau.mode) == (0.8, 2, "min")  # = 3 bad epochs, see train.py
     assert optimizer["lr_scheduler"]["monitor"] == "val_loss"
-    assert (trainer.gradient_clip_val, trainer.gradient_clip_algorithm) == (1e-3, "value")
+    assert (trainer.gradient_clip_val, trainer.gradient_clip_algorithm) == (1e-3, "value")  # written in the config
     assert cli.datamodule.batch_size == 95 and cli.datamodule.balanced
     assert module.model.model_name == "crnn" and module.model.model_args["pooling"] == "max"
     assert module.frontend.config["sample_rate"] == 20000 and module.frontend.n_mels == 60
@@ -313,3 +314,180 @@ def test_ddp_two_cpu_processes_train_and_save_a_loadable_checkpoint(tone_data, t
     tagger = AudioTagger.from_pretrained(best[0])
     assert tagger.classes == TONE_CLASSES
     assert tagger.predict(np.zeros(RATE), RATE).clip_probs.shape == (1, 4)
+
+
+# ----------------------------------------------------------------------------- the train CLI
+
+
+def _run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    from avtag.train import main
+
+    try:
+        main(list(argv))
+        code = 0
+    except SystemExit as exit_info:
+        code = exit_info.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def fitted(tone_data, tmp_path_factory) -> dict:
+    """One CLI fit of the tiny config (2 epochs of 2 steps), shared by the CLI tests."""
+    import contextlib
+    import io
+
+    from avtag.train import main
+
+    run_dir = tmp_path_factory.mktemp("fit")
+    config = _tiny_config(tone_data, run_dir, devices=1)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        main(["fit", "--config", str(config), "--trainer.max_epochs", "2"])
+    return {"config": config, "run_dir": run_dir, "out": out.getvalue() + err.getvalue()}
+
+
+def test_fit_prints_the_real_best_checkpoint_and_what_stopped_it(fitted):
+    printed = fitted["out"]
+    best = [line for line in printed.splitlines() if line.startswith("best checkpoint (val_micro_f1")]
+    assert len(best) == 1, printed[-2000:]
+    path = Path(best[0].split(": ", 1)[1])
+    assert path.is_absolute() and path.is_file() and path.parent == fitted["run_dir"] / "checkpoints"
+    assert "stopped: max_epochs (2) reached after 4 steps" in printed
+    assert f"last checkpoint: {fitted['run_dir'] / 'checkpoints' / 'last.ckpt'}" in printed
+
+
+def test_max_steps_is_named_as_the_stop_reason(tone_data, tmp_path, capsys):
+    config = _tiny_config(tone_data, tmp_path, devices=1)
+    code, out, err = _run_cli(capsys, "fit", "--config", str(config), "--trainer.max_steps", "1")
+    assert code == 0 and "stopped: max_steps (1) reached after 1 steps" in out + err
+
+
+def test_train_test_scores_the_test_manifest_with_the_trained_thresholds(fitted, tone_data, capsys):
+    best = next((fitted["run_dir"] / "checkpoints").glob("epoch*.ckpt"))
+    code, out, err = _run_cli(capsys, "test", "--config", str(fitted["config"]), "--ckpt_path", str(best),
+                              "--data.test_manifest", str(tone_data / "val.jsonl"))
+    assert code == 0, err[-2000:]
+    assert "label prior micro-F1" in out and "| class |" in out
+    metrics = json.loads((fitted["run_dir"] / "test" / "metrics.json").read_text())
+    saved = torch.load(best, weights_only=True)["avtag"]["thresholds"]
+    assert [metrics["per_class"][c]["threshold"] for c in TONE_CLASSES] == pytest.approx(saved)
+    assert metrics["clips"] == 24 and "label_prior" in metrics["baselines"]
+
+
+def test_predict_is_not_offered(capsys):
+    code, out, err = _run_cli(capsys, "--help")
+    assert code == 0 and "predict" not in out.split("subcommands:")[-1].split("\n\n")[0]
+    code, _, err = _run_cli(capsys, "predict")
+    assert code == 2 and "Traceback" not in err
+
+
+def test_resume_continues_from_a_cli_checkpoint(fitted, capsys):
+    last = fitted["run_dir"] / "checkpoints" / "last.ckpt"
+    code, out, err = _run_cli(capsys, "fit", "--config", str(fitted["config"]), "--trainer.max_epochs", "3",
+                              "--ckpt_path", str(last), "--trainer.default_root_dir", str(fitted["run_dir"] / "resumed"))
+    assert code == 0, err[-2000:]
+    assert "after 6 steps" in out + err  # continued at step 4
+
+
+def _crafted(source: Path, target: Path, edit) -> Path:
+    checkpoint = torch.load(source, weights_only=True)
+    edit(checkpoint)
+    torch.save(checkpoint, target)
+    return target
+
+
+@pytest.mark.parametrize("where", ["metadata", "avtag_metadata", "optimizer_args", "datamodule"])
+def test_resume_never_instantiates_checkpoint_data(fitted, tmp_path, capsys, where):
+    marker = tmp_path / "PWNED"
+    popen = {"class_path": "subprocess.Popen", "init_args": {"args": ["touch", str(marker)]}}
+
+    def edit(checkpoint):
+        if where == "metadata":
+            checkpoint["hyper_parameters"]["metadata"] = {"note": popen}
+        elif where == "avtag_metadata":
+            checkpoint["avtag"]["metadata"]["note"] = popen
+        elif where == "optimizer_args":
+            checkpoint["hyper_parameters"]["optimizer"] = {"class_path": "torch.optim.Adam", "init_args": {"lr": popen}}
+        else:
+            checkpoint["datamodule_hyper_parameters"] = {"seed": popen}
+
+    evil = _crafted(fitted["run_dir"] / "checkpoints" / "last.ckpt", tmp_path / "evil.ckpt", edit)
+    code, out, err = _run_cli(capsys, "fit", "--config", str(fitted["config"]), "--ckpt_path", str(evil),
+                              "--trainer.max_epochs", "3", "--trainer.default_root_dir", str(tmp_path / "run"))
+    import time
+
+    time.sleep(0.2)  # a spawned process would have touched the marker by now
+    assert not marker.exists()
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "evil.ckpt" in errors[0] and "refusing to resume" in errors[0], err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("problem", ["url", "missing", "garbage", "empty", "no_avtag_entry", "directory"])
+def test_bad_ckpt_path_is_one_line(fitted, tmp_path, capsys, problem):
+    path = tmp_path / "x.ckpt"
+    if problem == "url":
+        path = "http://127.0.0.1:9/x.ckpt"
+    elif problem == "garbage":
+        path.write_bytes(b"\x80\x04garbage" * 50)
+    elif problem == "empty":
+        path.write_bytes(b"")
+    elif problem == "no_avtag_entry":
+        torch.save({"state_dict": {}}, path)
+    elif problem == "directory":
+        path.mkdir()
+    code, out, err = _run_cli(capsys, "fit", "--config", str(fitted["config"]), "--ckpt_path", str(path))
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and str(path) in errors[0] and "Traceback" not in err, err
+
+
+def test_gradient_clipping_is_not_a_trainer_default(tone_data, tmp_path):
+    from avtag.train import TaggingModule, TrainCLI
+
+    config = _tiny_config(tone_data, tmp_path, devices=1)
+    cli = TrainCLI(TaggingModule, ClipDataModule, args=["--config", str(config)], run=False)
+    assert cli.trainer.gradient_clip_val is None
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("none", 0.5), (0.3, 0.3), ("0.25", 0.25)])
+def test_fixed_decision_threshold_modes_tune_nothing(tone_data, tmp_path, mode, expected):
+    import lightning as L
+
+    module = tiny_module(decision_thresholds=mode)
+    data = ClipDataModule(str(tone_data / "train.jsonl"), str(tone_data / "val.jsonl"), batch_size=12, num_workers=0,
+                          epoch_batches=1)
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", default_root_dir=tmp_path, logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(module, data)
+    assert module.thresholds == [expected] * 4
+    assert {"val_map", "val_mauc", "val_dprime", "val_micro_f1"} <= set(trainer.callback_metrics)
+
+
+@pytest.mark.parametrize("mode", ["tunedd", 1.5, 0.0, True])
+def test_bad_decision_thresholds_are_one_line(mode):
+    from avtag.errors import AvtagError
+
+    with pytest.raises(AvtagError, match="decision_thresholds"):
+        tiny_module(decision_thresholds=mode)
+
+
+def test_the_small_cpu_recipe_is_a_documented_choice_with_its_values():
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from avtag.train import TaggingModule, TrainCLI
+
+    path = PROJECT_ROOT / "configs" / "crnn_cpu_small.yaml"
+    assert "OUR DOCUMENTED CHOICE, NOT A PAPER RECIPE" in path.read_text()
+    cli = TrainCLI(TaggingModule, ClipDataModule, run=False,
+                   args=["--config", str(path), "--model.classes", "[a, b, c]", "--trainer.logger", "false"])
+    module, trainer = cli.model, cli.trainer
+    optimizer = module.configure_optimizers()
+    assert isinstance(optimizer, torch.optim.Adam) and optimizer.param_groups[0]["lr"] == 0.002
+    assert trainer.gradient_clip_val is None and module.decision_thresholds == "tuned"
+    assert module.model.model_args["conv_channels"] == [16, 16, 32, 32] and module.model.model_args["rnn_hidden"] == 32
+    assert module.frontend.sample_rate == 16000 and module.frontend.hop_length == 160 and module.frontend.n_mels == 60
+    assert sum(p.numel() for p in module.model.parameters()) < 100_000  # small: trains in minutes on a CPU
+    assert cli.datamodule.batch_size == 16 and not cli.datamodule.balanced
+    best = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor == "val_micro_f1"]
+    assert best and Path(best[0].dirpath) == Path("runs/crnn_cpu_small/checkpoints").resolve() and best[0].filename == "best"

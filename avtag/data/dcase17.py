@@ -23,11 +23,7 @@ accepts the organisers' spellings with or without the leading ``Y`` and with a f
 
 Choices where the paper is silent:
 
-* Validation split: greedy, multi-label aware. Until 1,142 clips are chosen, take the event with
-  the fewest chosen clips so far (ties: the rarer event in the training set first) and add one
-  of its unchosen clips, preferring clips with fewer labels (so one pick moves one count), in an
-  order shuffled by ``seed``. Each event thus gets about 1142/17 ≈ 67 clips; events that
-  co-occur with others (Car with Car passing by, Train with Train horn) end up somewhat above.
+* Validation split: see :mod:`avtag.data.dcase17_validation`.
 * Labels of a record are listed in the official event order, not the file's order.
 * Evaluation-set labels come from its weak ground truth (there is no list file for it); the
   testing set's labels come from ``testing_set.csv`` and are checked against its weak ground
@@ -41,18 +37,17 @@ from __future__ import annotations
 import csv
 import functools
 import os
-import random
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from avtag.data.dcase17_validation import VALIDATION_SIZE, balanced_validation_split, class_counts, split_figures
 from avtag.data.manifests import ClipRecord, EventSpan, write_manifest
 from avtag.errors import InputFileError
 from avtag.events import dcase17_events, event_names
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test", "evaluation")
-VALIDATION_SIZE = 1142
 YOUTUBE_ID_LENGTH = 11
 
 _CLIP_NAME = re.compile(r"^(?P<vid>.+)_(?P<start>\d+(?:\.\d+)?)_(?P<end>\d+(?:\.\d+)?)$")
@@ -254,61 +249,18 @@ def read_durations(path: str | Path) -> dict[str, float]:
     return durations
 
 
-# ----------------------------------------------------------------------------- validation split
-
-
-def balanced_validation_split(
-    records: Sequence[ClipRecord], size: int = VALIDATION_SIZE, seed: int = 0, classes: Sequence[str] | None = None
-) -> tuple[list[ClipRecord], list[ClipRecord]]:
-    """Hold out ``size`` clips balanced over the events (004 §3.1); returns ``(train, validation)``.
-
-    Greedy and multi-label aware (see the module docstring); deterministic for a given
-    ``seed`` and input order. Both outputs keep the input order.
-    """
-    classes = list(classes or event_names())
-    if not 0 < size < len(records):
-        raise ValueError(f"validation size {size} must be between 1 and {len(records) - 1}")
-    rng = random.Random(seed)
-    frequency = {name: 0 for name in classes}
-    candidates: dict[str, list[int]] = {name: [] for name in classes}
-    for i, record in enumerate(records):
-        for name in record.labels:
-            if name in frequency:
-                frequency[name] += 1
-                candidates[name].append(i)
-    for name in classes:
-        rng.shuffle(candidates[name])
-        candidates[name].sort(key=lambda i: len(records[i].labels))  # stable: shuffled within ties
-    rarity = {name: rank for rank, name in enumerate(sorted(classes, key=lambda n: (frequency[n], n)))}
-    chosen: set[int] = set()
-    count = {name: 0 for name in classes}
-    cursor = {name: 0 for name in classes}
-    open_classes = [name for name in classes if frequency[name]]
-    while len(chosen) < size and open_classes:
-        name = min(open_classes, key=lambda n: (count[n], rarity[n]))
-        pool = candidates[name]
-        while cursor[name] < len(pool) and pool[cursor[name]] in chosen:
-            cursor[name] += 1
-        if cursor[name] == len(pool):
-            open_classes.remove(name)
-            continue
-        index = pool[cursor[name]]
-        chosen.add(index)
-        for label in records[index].labels:
-            if label in count:
-                count[label] += 1
-    train = [r for i, r in enumerate(records) if i not in chosen]
-    validation = [r for i, r in enumerate(records) if i in chosen]
-    return train, validation
-
-
 # ----------------------------------------------------------------------------- splits
 
 
 def load_dcase17(
-    official_dir: str | Path, seed: int = 0, validation_size: int = VALIDATION_SIZE
+    official_dir: str | Path, seed: int = 0, validation_size: int = VALIDATION_SIZE,
+    present: set[str] | None = None,
 ) -> dict[str, list[ClipRecord]]:
-    """All four splits as records with labels, strong events (test/evaluation) and durations."""
+    """All four splits as records with labels, strong events (test/evaluation) and durations.
+
+    With ``present`` (canonical ids of the clips that have audio), the validation split is
+    made from the present training clips only; absent ones stay in ``train`` (and are
+    reported missing there)."""
     official_dir = Path(official_dir)
     if not official_dir.is_dir():
         raise InputFileError("official DCASE 2017 Task 4 folder not found", official_dir)
@@ -320,7 +272,16 @@ def load_dcase17(
     except InputFileError:
         durations = {}  # optional files: fall back to end - start
 
-    train, validation = balanced_validation_split(training, size=validation_size, seed=seed)
+    if present is None:
+        train, validation = balanced_validation_split(training, size=validation_size, seed=seed)
+    else:
+        available = [r for r in training if r.id in present]
+        if len(available) > validation_size:
+            _, validation = balanced_validation_split(available, size=validation_size, seed=seed)
+        else:
+            validation = []
+        held = {r.id for r in validation}
+        train = [r for r in training if r.id not in held]
     splits: dict[str, list[ClipRecord]] = {"train": train, "validation": validation}
 
     testing = read_clip_list(_locate(official_dir, "testing_set.csv"))
@@ -351,25 +312,42 @@ def load_dcase17(
     return splits
 
 
-def find_audio_files(audio_dir: str | Path, extensions: Iterable[str] | None = None) -> dict[str, Path]:
-    """Canonical clip id -> audio file under ``audio_dir`` (nested folders, any spelling).
+# Decoding preference among files of the same clip: PCM containers first, then lossless, then lossy.
+_FORMAT_PREFERENCE = (".wav", ".flac", ".aiff", ".aif", ".w64", ".rf64", ".ogg", ".opus", ".m4a", ".mp3")
 
-    ``extensions`` defaults to every format soundfile can read. When a clip appears twice the
-    first path in sorted order wins. Files whose names are not clip names are ignored.
-    """
+
+def find_audio_candidates(
+    audio_dir: str | Path, extensions: Iterable[str] | None = None
+) -> tuple[dict[str, list[Path]], list[Path]]:
+    """Every audio file under ``audio_dir`` that names a clip, grouped by canonical clip id
+    (most preferred first: .wav, .flac, ..., then by path), and the audio files whose names
+    are not clip names. A reader tries a clip's files in order, so a corrupt file never
+    hides a good one of the same clip."""
     if extensions is None:
         import soundfile
 
         extensions = soundfile.available_formats().keys()
     suffixes = {"." + ext.lower().lstrip(".") for ext in extensions}
-    found: dict[str, Path] = {}
+    found: dict[str, list[Path]] = defaultdict(list)
+    unnamed: list[Path] = []
     for path in sorted(Path(audio_dir).rglob("*")):
         if path.suffix.lower() not in suffixes or not path.is_file():
             continue
         parsed = parse_clip_id(path.stem)
-        if parsed is not None:
-            found.setdefault(clip_id(*parsed), path)
-    return found
+        if parsed is None:
+            unnamed.append(path)
+        else:
+            found[clip_id(*parsed)].append(path)
+    rank = {suffix: i for i, suffix in enumerate(_FORMAT_PREFERENCE)}
+    for paths in found.values():
+        paths.sort(key=lambda p: (rank.get(p.suffix.lower(), len(rank)), str(p)))
+    return dict(found), unnamed
+
+
+def find_audio_files(audio_dir: str | Path, extensions: Iterable[str] | None = None) -> dict[str, Path]:
+    """Canonical clip id -> its preferred audio file under ``audio_dir`` (nested folders, any
+    spelling; see :func:`find_audio_candidates`). Files whose names are not clip names are ignored."""
+    return {cid: paths[0] for cid, paths in find_audio_candidates(audio_dir, extensions)[0].items()}
 
 
 def prepare_dcase17(
@@ -397,16 +375,6 @@ def prepare_dcase17(
         for split, records in splits.items():
             write_manifest(records, Path(out_dir) / f"{split}.jsonl")
     return splits
-
-
-def class_counts(records: Iterable[ClipRecord], classes: Sequence[str] | None = None) -> dict[str, int]:
-    """Number of clips carrying each event."""
-    counts = {name: 0 for name in classes or event_names()}
-    for record in records:
-        for name in record.labels:
-            if name in counts:
-                counts[name] += 1
-    return counts
 
 
 def labels_by_clip(records: Iterable[ClipRecord]) -> Mapping[str, list[str]]:

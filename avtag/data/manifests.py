@@ -81,13 +81,12 @@ def resolve(base: Path, path: str | None) -> Path | None:
 
 def write_manifest(records: Iterable[ClipRecord], path: str | Path) -> Path:
     """Write records as JSON Lines (atomically: a temp file renamed into place)."""
+    from avtag.atomic import atomic_write
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w") as fh:
+    with atomic_write(path) as fh:
         for record in records:
-            fh.write(json.dumps(record.to_json(), ensure_ascii=False) + "\n")
-    tmp.replace(path)
+            fh.write(json.dumps(record.to_json(), ensure_ascii=False, allow_nan=False) + "\n")
     return path
 
 

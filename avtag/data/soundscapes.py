@@ -8,10 +8,17 @@ onsets/offsets go into the manifest as ``events`` for localisation checks.
 
 Layout written under ``out_dir``::
 
-    classes.txt               target classes, one per line (model output order)
-    train.jsonl, test.jsonl   ClipRecord manifests (labels, events, split, extra)
+    class_labels_indices.csv  the class file for ``--model.classes`` (index,mid,display_name)
+    classes.txt               the same class names, one per line (model output order)
+    train.jsonl, validation.jsonl, test.jsonl
+                              ClipRecord manifests (labels, events, split, extra)
     audio/{split}/{id}.wav    16-bit PCM mono at ``sample_rate``
     soundscapes.json          the generation parameters (for provenance)
+
+Labels (``labels``): ``"esc50"`` names each class by its ESC-50 category; ``"dcase"`` mixes
+only the ESC-50 categories that correspond to a DCASE 2017 Task 4 event
+(:data:`DCASE_EVENT_OF`) and labels them with that event's name, so that a model trained on
+them shares its class names with the video branch and the DCASE tools.
 
 Choices where the paper is silent (all of this is avtag's, not 004's):
 - Target classes (default): the vehicle/warning classes ESC-50 has (airplane, car_horn,
@@ -32,16 +39,25 @@ Choices where the paper is silent (all of this is avtag's, not 004's):
   positions where the whole event fits.
 - Split BY SOURCE RECORDING: ESC-50's ``src_file`` (the freesound recording; its takes
   A, B, ... are cut from it) decides the split, per class, so no recording is heard in
-  both train and test; about ``test_fraction`` of each class's recordings go to test
-  (at least one per split when the class has two or more). Backgrounds split the same way.
-- Determinism: the split uses one random stream, the train and the test soundscapes
-  their own, all derived from ``seed``; changing ``n_train`` never changes the test set.
+  two splits. Of each class's recordings (shuffled), about ``test_fraction`` go to test,
+  then about ``test_fraction`` to validation when validation clips are asked for, the rest
+  to train; every requested split gets at least one recording while the class has enough.
+  A split that is not requested (``n_train=0``...) gets no recording: ``n_train=0`` gives
+  train's share to validation and test. Backgrounds split the same way.
+- The DCASE mapping (``labels="dcase"``): car_horn -> "Car" (the AudioSet ontology puts
+  "Vehicle horn, car horn, honking" under "Car"), train -> "Train", siren -> "Police car
+  (siren)" (ESC-50 does not say which vehicle a siren is on; the ontology's "Siren" has the
+  three emergency-vehicle sirens and "Civil defense siren" as children, and we pick the
+  police car). ESC-50 has no recordings of the other 14 events.
+- Determinism: the split uses one random stream, the train, test and validation
+  soundscapes their own, all derived from ``seed``; changing ``n_train`` (> 0) or
+  ``n_validation`` never changes the test set.
 """
 
 from __future__ import annotations
 
 import csv
-import json
+import io
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,17 +66,23 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from avtag.atomic import atomic_write, write_json, write_text
 from avtag.audio.io import load_audio
 from avtag.data.manifests import ClipRecord, EventSpan, write_manifest
 from avtag.errors import InputFileError, ManifestError
 
 DEFAULT_CLASSES = ("airplane", "car_horn", "church_bells", "dog", "engine", "helicopter", "siren", "train")
+# ESC-50 category -> DCASE 2017 Task 4 event (see the module docstring for the reasons)
+DCASE_EVENT_OF = {"car_horn": "Car", "siren": "Police car (siren)", "train": "Train"}
+LABEL_SOURCES = ("esc50", "dcase")
+SPLITS = ("train", "validation", "test")
 DEFAULT_BACKGROUNDS = ("rain", "wind", "crickets", "insects", "chirping_birds", "sea_waves")
 SILENCE_DB = 40.0
 FRAME_SECONDS = 0.02
 CROSSFADE_SECONDS = 0.05
 BACKGROUND_DBFS = (-35.0, -25.0)
 PEAK_LIMIT = 0.99
+CLASS_FILE = "class_labels_indices.csv"
 
 
 @dataclass(frozen=True)
@@ -137,22 +159,43 @@ def loop_to_length(samples: np.ndarray, length: int, start: int, crossfade: int)
 
 
 def split_by_source(
-    clips: Sequence[SourceClip], test_fraction: float, rng: np.random.Generator
+    clips: Sequence[SourceClip], test_fraction: float, rng: np.random.Generator,
+    splits: Sequence[str] = ("train", "test"),
 ) -> dict[str, list[SourceClip]]:
-    """Assign whole source recordings to "train"/"test", per category."""
+    """Assign whole source recordings to ``splits`` (of train/validation/test), per category."""
     by_category: dict[str, dict[str, list[SourceClip]]] = defaultdict(lambda: defaultdict(list))
     for clip in clips:
         by_category[clip.category][clip.source].append(clip)
-    split: dict[str, list[SourceClip]] = {"train": [], "test": []}
+    split: dict[str, list[SourceClip]] = {name: [] for name in splits}
+    held_out = [name for name in ("test", "validation") if name in splits]
     for category in sorted(by_category):
         sources = sorted(by_category[category])
         rng.shuffle(sources)
-        n_test = int(round(test_fraction * len(sources)))
-        if len(sources) >= 2:
-            n_test = min(max(n_test, 1), len(sources) - 1)
-        for i, source in enumerate(sources):
-            split["test" if i < n_test else "train"].extend(by_category[category][source])
+        for name, share in zip(held_out, _held_out_counts(len(sources), test_fraction, held_out, "train" in splits)):
+            split[name].extend(clip for source in sources[:share] for clip in by_category[category][source])
+            sources = sources[share:]
+        if "train" in splits:
+            split["train"].extend(clip for source in sources for clip in by_category[category][source])
+        elif sources:  # no train split: its share goes to the held-out splits in turn
+            for i, source in enumerate(sources):
+                split[held_out[i % len(held_out)]].extend(by_category[category][source])
     return split
+
+
+def _held_out_counts(n_sources: int, fraction: float, held_out: list[str], with_train: bool) -> list[int]:
+    """Recordings of one class for each held-out split: ``round(fraction * n)``, at least one
+    each while every requested split can get one; with too few recordings, train first, then
+    test, then validation get one each."""
+    needed = len(held_out) + int(with_train)
+    if n_sources < needed:
+        left = n_sources - int(with_train and n_sources > 0)
+        return [1 if i < left else 0 for i in range(len(held_out))]
+    counts, left = [], n_sources - int(with_train)
+    for i in range(len(held_out)):
+        count = min(max(int(round(fraction * n_sources)), 1), left - (len(held_out) - 1 - i))
+        counts.append(count)
+        left -= count
+    return counts
 
 
 class _AudioCache:
@@ -231,9 +274,19 @@ def make_soundscapes(
     seconds: float = 10.0,
     max_events: int = 3,
     test_fraction: float = 1 / 3,
+    n_validation: int = 0,
+    labels: str = "esc50",
 ) -> SoundscapeSet:
-    """Write ``n_train`` + ``n_test`` weakly-labelled soundscapes (see the module doc)."""
+    """Write ``n_train`` + ``n_validation`` + ``n_test`` weakly-labelled soundscapes (see the
+    module doc); ``labels`` is "esc50" (category names) or "dcase" (DCASE 2017 event names)."""
     events_dir, out_dir = Path(events_dir), Path(out_dir)
+    if labels not in LABEL_SOURCES:
+        raise ValueError(f"labels must be one of {LABEL_SOURCES}, got {labels!r}")
+    if labels == "dcase":
+        classes = sorted(classes or DCASE_EVENT_OF)
+        unmapped = sorted(set(classes) - set(DCASE_EVENT_OF))
+        if unmapped:
+            raise ValueError(f"no DCASE 2017 event for ESC-50 categories {unmapped}; mapped: {sorted(DCASE_EVENT_OF)}")
     classes = sorted(classes or DEFAULT_CLASSES)
     background_classes = sorted(background_classes or DEFAULT_BACKGROUNDS)
     if set(classes) & set(background_classes):
@@ -247,12 +300,19 @@ def make_soundscapes(
         raise InputFileError(f"categories with no audio: {', '.join(unknown)}", events_dir / "esc50.csv")
     num_samples = int(round(seconds * sample_rate))
     cache = _AudioCache(events_dir, sample_rate)
+    counts = {"train": n_train, "test": n_test, "validation": n_validation}
     split = split_by_source(
         [c for c in index if c.category in set(classes) | set(background_classes)],
-        test_fraction, np.random.default_rng([seed, 0]),
+        test_fraction, np.random.default_rng([seed, 0]), splits=[name for name in SPLITS if counts[name] > 0],
     )
+    label_of = (lambda c: DCASE_EVENT_OF[c]) if labels == "dcase" else (lambda c: c)  # noqa: E731
+    from avtag.events import event_names
+
+    order = event_names() if labels == "dcase" else classes
+    names = sorted((label_of(c) for c in classes), key=order.index)
     manifests = {}
-    for split_index, (name, count) in enumerate((("train", n_train), ("test", n_test)), start=1):
+    for split_index, name in enumerate(("train", "test", "validation"), start=1):  # seeds 1, 2 as before validation
+        count = counts[name]
         if count <= 0:
             continue
         pool = _usable(split[name], cache, min_samples=int(0.05 * sample_rate))
@@ -268,26 +328,46 @@ def make_soundscapes(
         for i in range(count):
             mix, spans, extra = _mix_one(rng, cache, events, backgrounds, num_samples, snr_db, max_events)
             clip_id = f"soundscape_{name}_{i:05d}"
-            sf.write(audio_dir / f"{clip_id}.wav", mix, sample_rate, subtype="PCM_16")
-            labels = sorted({s.label for s in spans}, key=classes.index)
+            with atomic_write(audio_dir / f"{clip_id}.wav", "wb") as handle:
+                sf.write(handle, mix, sample_rate, subtype="PCM_16", format="WAV")
+            spans = [EventSpan(label_of(s.label), s.onset, s.offset) for s in spans]
+            clip_labels = sorted({s.label for s in spans}, key=names.index)
             records.append(ClipRecord(
-                id=clip_id, labels=labels, audio=f"audio/{name}/{clip_id}.wav", duration=seconds,
+                id=clip_id, labels=clip_labels, audio=f"audio/{name}/{clip_id}.wav", duration=seconds,
                 split=name, events=spans, extra=extra,
             ))
         manifests[name] = write_manifest(records, out_dir / f"{name}.jsonl")
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "classes.txt").write_text("\n".join(classes) + "\n")
+    write_class_file(out_dir / CLASS_FILE, names, labels)
+    write_text(out_dir / "classes.txt", "\n".join(names) + "\n")
     params = {
-        "events_dir_name": events_dir.name, "n_train": n_train, "n_test": n_test, "seed": seed,
-        "snr_db": list(snr_db), "sample_rate": sample_rate, "seconds": seconds, "max_events": max_events,
-        "test_fraction": test_fraction, "classes": classes, "background_classes": background_classes,
+        "events_dir_name": events_dir.name, "n_train": n_train, "n_validation": n_validation, "n_test": n_test,
+        "seed": seed, "snr_db": list(snr_db), "sample_rate": sample_rate, "seconds": seconds,
+        "max_events": max_events, "test_fraction": test_fraction, "labels": labels, "classes": names,
+        "esc50_categories": classes, "background_classes": background_classes,
         "sources": {name: sorted(c.filename for c in clips) for name, clips in split.items()},
     }
-    (out_dir / "soundscapes.json").write_text(json.dumps(params, indent=2) + "\n")
-    return SoundscapeSet(out_dir, classes, manifests)
+    write_json(out_dir / "soundscapes.json", params)
+    return SoundscapeSet(out_dir, names, manifests)
+
+
+def write_class_file(path: Path, names: Sequence[str], labels: str) -> Path:
+    """``class_labels_indices.csv`` (index,mid,display_name), the format ``--model.classes``
+    reads; the mid is the DCASE event's AudioSet MID, or ``esc50:<category>``."""
+    from avtag.events import dcase17_events
+
+    mids = {e.name: e.mid for e in dcase17_events()}
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["index", "mid", "display_name"])
+    for i, name in enumerate(names):
+        writer.writerow([i, mids[name] if labels == "dcase" else f"esc50:{name}", name])
+    return write_text(path, buffer.getvalue())
 
 
 __all__ = [
+    "CLASS_FILE",
+    "DCASE_EVENT_OF",
     "DEFAULT_BACKGROUNDS",
     "DEFAULT_CLASSES",
     "SoundscapeSet",
@@ -297,4 +377,5 @@ __all__ = [
     "read_esc50_index",
     "split_by_source",
     "trim_silence",
+    "write_class_file",
 ]

@@ -1,0 +1,346 @@
+"""``avtag prepare dcase17``: pair the DCASE 2017 Task 4 lists with downloaded clips, report
+what is missing, pack audio, write manifests.
+
+    avtag prepare dcase17 --official-dir ../shared/data/dcase17 --audio-dir ~/dcase17_audio \\
+        --out data/dcase17 [--sample-rate 20000] [--workers 4]
+
+Clips are found anywhere under ``--audio-dir`` (nested folders, names with or without the
+leading ``Y``, any format soundfile or PyAV reads); when a clip has several files they are
+tried in order (.wav, .flac, ..., :func:`avtag.data.dcase17.find_audio_candidates`), so a
+corrupt .flac never hides a good .wav. Writes into ``--out``:
+
+* ``report.txt``: missing clips per split and per class, files that match no clip, and the
+  validation split's figures on the official list and on the clips present (also printed);
+* ``missing.csv``: ``split,clip_id,labels`` of every clip not found (labels joined by ``;``);
+* ``failures.csv``: ``split,clip_id,path,reason`` of clips found but not decodable (skipped);
+* ``unmatched.csv``: ``path,reason`` of audio files that match no clip of the lists;
+* ``{split}.h5``: the decoded clips of a split, mono, resampled, int16 (:mod:`avtag.data.pack`);
+* ``{split}.jsonl``: manifests of the packed clips (``pack``/``pack_key`` set), for train,
+  validation (balanced, made from the present training clips:
+  :mod:`avtag.data.dcase17_validation`), test and evaluation.
+
+Reliability: decoding runs in ``--workers`` processes started with ``spawn`` before any pack
+is opened (no process inherits an open HDF5 file); each worker ignores Ctrl-C (the main
+process stops them) and exits by itself when the main process is gone (a watchdog thread),
+and one file may take at most ``--decode-timeout`` seconds. A pack is written to a temporary
+file and renamed into place when complete; a split that packs no clip keeps its old pack
+and manifest; a stale temporary file of a killed run is replaced. Every output goes through
+:mod:`avtag.atomic`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+from avtag.atomic import write_text
+from avtag.data.dcase17 import SPLITS, VALIDATION_SIZE, find_audio_candidates, load_dcase17, split_figures
+from avtag.data.manifests import ClipRecord, write_manifest
+from avtag.data.pack import PackWriter
+from avtag.errors import AvtagError, InputFileError, cli_guard
+from avtag.events import event_names
+
+# Containers PyAV decodes that soundfile does not (common downloader outputs).
+EXTRA_EXTENSIONS = ("mp3", "opus", "m4a", "mp4", "webm", "mkv", "aac")
+DECODE_TIMEOUT = 300.0  # seconds per file: our documented choice (a 10 s clip decodes in well under 1 s)
+IN_FLIGHT_PER_WORKER = 4
+
+
+@dataclass
+class SplitReport:
+    """What was found, missing and unreadable in one split."""
+
+    total: int = 0
+    missing: list[ClipRecord] = field(default_factory=list)
+    failed: list[tuple[ClipRecord, str, str]] = field(default_factory=list)
+    packed: list[ClipRecord] = field(default_factory=list)
+    kept_previous: bool = False
+
+
+@dataclass
+class PrepareReport:
+    """Per-split reports, the audio files that match no clip and the validation figures."""
+
+    splits: dict[str, SplitReport]
+    unmatched: list[tuple[str, str]]
+    validation_official: dict[str, object]
+    validation_present: dict[str, object]
+
+
+def audio_extensions() -> list[str]:
+    """Every file extension the audio reader can decode."""
+    import soundfile
+
+    return sorted({ext.lower() for ext in soundfile.available_formats()} | set(EXTRA_EXTENSIONS))
+
+
+# ----------------------------------------------------------------------------- workers
+
+
+def _watch_parent(parent: int) -> None:
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent:  # re-parented: the main process is gone
+            os._exit(1)
+
+
+def _init_worker(parent: int) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def _decode(job: tuple[list[str], int]) -> tuple[object, str | None, str | None]:
+    """Decode the first readable file of a clip: ``(samples, path, None)`` or ``(None, None, reasons)``."""
+    from avtag.audio.io import load_audio
+
+    paths, sample_rate = job
+    reasons = []
+    for path in paths:
+        try:
+            samples, _ = load_audio(path, target_sr=sample_rate, mono=True)
+            return samples, path, None
+        except AvtagError as err:  # the path is in its own column: keep just the problem
+            text, prefix = str(err), f"{err.path}: "
+            reasons.append(text[len(prefix):] if err.path and text.startswith(prefix) else text)
+        except Exception as err:  # noqa: BLE001 - a bad file must never stop the run
+            reasons.append(f"{type(err).__name__}: {err}")
+    return None, None, "; ".join(reasons) or "no file"
+
+
+class Decoder:
+    """In-order decoding of jobs, in this process (``workers <= 1``) or in a spawned pool."""
+
+    def __init__(self, workers: int, timeout: float = DECODE_TIMEOUT) -> None:
+        self.workers, self.timeout = workers, timeout
+        self.pool = None
+        if workers > 1:
+            self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                                            initializer=_init_worker, initargs=(os.getpid(),))
+
+    def run(self, jobs: list[tuple[list[str], int]]) -> Iterator[tuple[object, str | None, str | None]]:
+        if self.pool is None:
+            yield from map(_decode, jobs)
+            return
+        window = self.workers * IN_FLIGHT_PER_WORKER
+        pending: list[Future] = [self.pool.submit(_decode, job) for job in jobs[:window]]
+        for i in range(len(jobs)):
+            future = pending[i]
+            try:
+                result = future.result(timeout=self.timeout)
+            except FutureTimeout:
+                result = (None, None, f"decoding took longer than {self.timeout:.0f} s")
+            if i + window < len(jobs):
+                pending.append(self.pool.submit(_decode, jobs[i + window]))
+            pending[i] = None  # type: ignore[call-overload]  # free the decoded samples
+            yield result
+
+    def close(self) -> None:
+        if self.pool is None:
+            return
+        processes = list(getattr(self.pool, "_processes", {}).values())  # a hung decoder must not outlive us
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        self.pool = None
+
+
+# ----------------------------------------------------------------------------- packing
+
+
+class _NothingPacked(Exception):
+    """Raised inside the pack writer to discard a pack without clips (the old one stays)."""
+
+
+def _pack_split(split: str, present: list[ClipRecord], candidates: dict[str, list[str]], out_dir: Path,
+                sample_rate: int, decoder: Decoder, report: SplitReport) -> None:
+    pack_name = f"{split}.h5"
+    stale = out_dir / f"{pack_name}.tmp"
+    stale.unlink(missing_ok=True)  # a killed run's file (possibly still locked by its orphans: a new inode is free)
+    jobs = [(candidates[r.id], sample_rate) for r in present]
+    try:
+        with PackWriter(out_dir / pack_name, sample_rate) as writer:
+            for record, (samples, path, reason) in zip(present, decoder.run(jobs), strict=True):
+                if samples is None:
+                    report.failed.append((record, " | ".join(candidates[record.id]), reason or "unknown error"))
+                    continue
+                writer.add(record.id, samples)  # type: ignore[arg-type]
+                record.pack, record.pack_key, record.audio = pack_name, record.id, None
+                record.duration = len(samples) / sample_rate  # type: ignore[arg-type]
+                report.packed.append(record)
+            if not report.packed:
+                raise _NothingPacked
+    except _NothingPacked:
+        report.kept_previous = (out_dir / pack_name).exists()
+        return
+    except OSError as err:  # e.g. the HDF5 lock of another running prepare
+        raise InputFileError(f"cannot write the pack ({err.strerror or err}); is another prepare running?",
+                             out_dir / pack_name) from None
+    write_manifest(report.packed, out_dir / f"{split}.jsonl")
+
+
+def prepare(
+    official_dir: Path,
+    audio_dir: Path,
+    out_dir: Path,
+    sample_rate: int = 20000,
+    workers: int = 1,
+    seed: int = 0,
+    validation_size: int = VALIDATION_SIZE,
+    splits: Sequence[str] = SPLITS,
+    decode_timeout: float = DECODE_TIMEOUT,
+) -> PrepareReport:
+    """Find, report, pack and write manifests; returns the report."""
+    if not audio_dir.is_dir():
+        raise InputFileError("audio folder not found", audio_dir)
+    found, unnamed = find_audio_candidates(audio_dir, audio_extensions())
+    official = load_dcase17(official_dir, seed=seed, validation_size=validation_size)
+    all_splits = load_dcase17(official_dir, seed=seed, validation_size=validation_size, present=set(found))
+    listed = {r.id for records in official.values() for r in records}
+    unmatched = [(str(p), "not a clip name") for p in unnamed]
+    unmatched += [(str(p), "a clip in none of the lists") for cid, paths in found.items() if cid not in listed for p in paths]
+    candidates = {cid: [str(p) for p in paths] for cid, paths in found.items()}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    reports: dict[str, SplitReport] = {}
+    decoder = Decoder(workers, decode_timeout)  # started before any pack is opened
+    try:
+        for split in splits:
+            records = all_splits[split]
+            report = reports[split] = SplitReport(total=len(records))
+            present = []
+            for record in records:
+                (present if record.id in candidates else report.missing).append(record)
+            if present:
+                _pack_split(split, present, candidates, out_dir, sample_rate, decoder, report)
+            else:
+                report.kept_previous = (out_dir / f"{split}.h5").exists()
+    finally:
+        decoder.close()
+    result = PrepareReport(reports, sorted(unmatched), split_figures(official["validation"]),
+                           split_figures(all_splits["validation"]))
+    _write_reports(out_dir, result)
+    return result
+
+
+def _csv_text(header: list[str], rows: list[list[str]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _write_reports(out_dir: Path, result: PrepareReport) -> None:
+    reports = result.splits
+    write_text(out_dir / "missing.csv", _csv_text(
+        ["split", "clip_id", "labels"],
+        [[split, r.id, ";".join(r.labels)] for split, report in reports.items() for r in report.missing]))
+    write_text(out_dir / "failures.csv", _csv_text(
+        ["split", "clip_id", "path", "reason"],
+        [[split, r.id, path, reason] for split, report in reports.items() for r, path, reason in report.failed]))
+    write_text(out_dir / "unmatched.csv", _csv_text(["path", "reason"], [list(row) for row in result.unmatched]))
+    write_text(out_dir / "report.txt", summary(result) + "\n")
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def missing_table(reports: dict[str, SplitReport], classes: Sequence[str]) -> str:
+    """Missing / total clips per class (rows) and split (columns) as a plain-text table."""
+    header = ["class"] + [f"{split} missing/total" for split in reports]
+    rows = []
+    for name in classes:
+        row = [name]
+        for report in reports.values():
+            total = sum(1 for r in report.missing + report.packed + [f[0] for f in report.failed] if name in r.labels)
+            missing = sum(1 for r in report.missing if name in r.labels)
+            row.append(f"{missing}/{total}")
+        rows.append(row)
+    rows.append(["all clips"] + [f"{len(r.missing)}/{r.total}" for r in reports.values()])
+    rows.append(["unreadable"] + [str(len(r.failed)) for r in reports.values()])
+    rows.append(["packed"] + [str(len(r.packed)) for r in reports.values()])
+    widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def _figures_line(name: str, figures: dict[str, object]) -> str:
+    return (
+        f"validation split, {name}: {figures['clips']} clips, {figures['positives_min']}-{figures['positives_max']} "
+        f"positives per class, labels per clip {figures['labels_per_clip']}, "
+        f"{100 * float(figures['multi_label_share']):.1f}% multi-label"
+    )
+
+
+def summary(result: PrepareReport) -> str:
+    """The report printed and written to ``report.txt``."""
+    lines = [missing_table(result.splits, event_names()), ""]
+    not_named = sum(1 for _, reason in result.unmatched if reason == "not a clip name")
+    lines.append(f"audio files matching no clip: {len(result.unmatched)} ({not_named} not a clip name, "
+                 f"{len(result.unmatched) - not_named} a clip in none of the lists; unmatched.csv)")
+    lines.append(_figures_line("official list", result.validation_official))
+    lines.append(_figures_line("clips present (used)", result.validation_present))
+    for split, report in result.splits.items():
+        if not report.packed:
+            kept = "its previous pack and manifest are kept" if report.kept_previous else "no pack or manifest written"
+            lines.append(f"{split}: no clip packed; {kept}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="avtag prepare dcase17",
+        description="Pair the DCASE 2017 Task 4 lists with downloaded clips, report what is missing, pack audio.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--official-dir", type=Path, required=True, help="folder with the organisers' lists and ground truth")
+    parser.add_argument("--audio-dir", type=Path, required=True, help="folder (searched recursively) with downloaded clips")
+    parser.add_argument("--out", type=Path, required=True, help="output folder for packs, manifests and reports")
+    parser.add_argument("--sample-rate", type=int, default=20000, help="sample rate of the packed audio (Hz)")
+    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="decoding processes")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the balanced validation split")
+    parser.add_argument("--validation-size", type=int, default=VALIDATION_SIZE,
+                        help="validation positives over the 17 classes (004 §3.1: 1,142)")
+    parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS), help="splits to pack")
+    parser.add_argument("--decode-timeout", type=float, default=DECODE_TIMEOUT, help="seconds one file may take to decode")
+    return parser
+
+
+@cli_guard
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.sample_rate <= 0:
+        raise InputFileError(f"--sample-rate must be positive, got {args.sample_rate}")
+    if args.decode_timeout <= 0:
+        raise InputFileError(f"--decode-timeout must be positive, got {args.decode_timeout}")
+    result = prepare(
+        args.official_dir, args.audio_dir, args.out, sample_rate=args.sample_rate, workers=args.workers,
+        seed=args.seed, validation_size=args.validation_size, splits=args.splits, decode_timeout=args.decode_timeout,
+    )
+    print(summary(result))
+    failed = sum(len(r.failed) for r in result.splits.values())
+    missing = sum(len(r.missing) for r in result.splits.values())
+    print(f"\n{missing} clips missing (missing.csv), {failed} unreadable (failures.csv); packs and manifests in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
