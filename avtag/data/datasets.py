@@ -4,7 +4,12 @@
 ``{"waveform", "target", "index"}`` items: the waveform is mono float32 at the
 front-end's sample rate, padded/cropped to the clip length (waveforms, not features:
 the front-end runs inside the LightningModule on the model's device, so a GPU computes
-the log-mels); the target is multi-hot over the class list. Audio comes from the file
+the log-mels); the target is multi-hot over the class list. With ``int16=True`` (the
+training data module's default) and every clip from a pack stored at the requested rate,
+waveforms are the pack's int16 samples and the
+front-end converts them on the model's device (half the bytes through the loader, no
+float copy on the CPU; our documented choice, measured in scripts/bench_data.py);
+otherwise they are float32 in [-1, 1]. Audio comes from the file
 named in ``audio`` or from the HDF5 pack named in ``pack``/``pack_key``
 (:mod:`avtag.data.pack`). Every problem with the manifest (unknown labels, absent
 files) is found when the dataset is built, not mid-epoch.
@@ -70,6 +75,9 @@ class ClipDataset(Dataset):
             file costs one clip, not the run).
 
     Every item has an ``"error"`` entry: ``""`` for a clip that decoded.
+        int16: ship the pack's int16 samples when every clip is packed at ``sample_rate``
+            (the front-end converts them on its device); :attr:`ships_int16` says
+            whether that is the case. Otherwise waveforms are float32.
     """
 
     def __init__(
@@ -82,6 +90,7 @@ class ClipDataset(Dataset):
         frontend: LogMelFrontEnd | dict[str, Any] | None = None,
         base_dir: str | Path | None = None,
         on_error: str = "raise",
+        int16: bool = False,
     ) -> None:
         if on_error not in ("raise", "report"):
             raise ValueError(f"on_error must be 'raise' or 'report', got {on_error!r}")
@@ -107,6 +116,8 @@ class ClipDataset(Dataset):
         self.classes = list(classes) if classes is not None else event_names()
         self.targets = self._multi_hot()
         self._packs: dict[Path, PackReader] = {}
+        self._want_int16 = bool(int16)
+        self.ships_int16 = False
         self._check_sources()
 
     @property
@@ -119,12 +130,16 @@ class ClipDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         error = ""
         try:
-            waveform = torch.from_numpy(self.load_waveform(index))
+            if self.ships_int16:
+                waveform = torch.from_numpy(self._read_pack_int16(self.records[index]))
+            else:
+                waveform = torch.from_numpy(self.load_waveform(index))
         except AvtagError as err:
             if self.on_error == "raise":
                 raise
-            waveform, error = torch.zeros(self.clip_samples or 1), str(err)
-        if self.clip_samples is not None:
+            dtype = torch.int16 if self.ships_int16 else torch.float32
+            waveform, error = torch.zeros(self.clip_samples or 1, dtype=dtype), str(err)
+        if self.clip_samples is not None and waveform.shape[-1] != self.clip_samples:
             waveform = fit_length(waveform, self.clip_samples)
         return {"waveform": waveform, "target": torch.from_numpy(self.targets[index]), "index": index, "error": error}
 
@@ -144,6 +159,10 @@ class ClipDataset(Dataset):
         if path not in self._packs:
             self._packs[path] = PackReader(path)  # opens its HDF5 file lazily, once per process
         return self._packs[path]
+
+    def _read_pack_int16(self, record: ClipRecord) -> np.ndarray:
+        reader = self._pack(resolve(self.base_dir, record.pack))  # type: ignore[arg-type]
+        return reader.read_int16(record.pack_key or record.id, self.clip_samples)
 
     def _read_pack(self, record: ClipRecord) -> np.ndarray:
         reader = self._pack(resolve(self.base_dir, record.pack))  # type: ignore[arg-type]
@@ -197,6 +216,13 @@ class ClipDataset(Dataset):
                 continue
             reader = self._pack(pack_path)
             missing_keys += [f"{pack_path.name}:{key}" for key in keys if key not in reader]
+        self.ships_int16 = (
+            self._want_int16
+            and bool(pack_keys)
+            and not missing
+            and all(record.pack is not None for record in self.records)
+            and all(self._pack(path).sample_rate == self.sample_rate for path in pack_keys)
+        )
         if missing:
             raise ManifestError(
                 f"{len(missing)} of {len(self.records)} files named by the manifest are missing "
@@ -374,7 +400,8 @@ class ClipDataModule(SplitDataModule):
 
     ``classes``, ``sample_rate`` and ``clip_seconds`` default to those of the
     LightningModule being trained (its class list and front-end), so a training config
-    names them once, on the model.
+    names them once, on the model. ``int16_batches``: packed clips travel as int16 and
+    the front-end converts them on the model's device (see :class:`ClipDataset`).
     """
 
     input_key = "waveform"  # the batch entry a TaggingModule consumes
@@ -393,8 +420,10 @@ class ClipDataModule(SplitDataModule):
         sample_rate: int | None = None,
         clip_seconds: float | None = None,
         pin_memory: bool | None = None,
+        int16_batches: bool = True,
     ) -> None:
         super().__init__(batch_size, num_workers, balanced, epoch_batches, seed, classes, pin_memory)
+        self.int16_batches = int16_batches
         # "classes" is recorded by the LightningModule (Lightning refuses differing duplicates).
         self.save_hyperparameters(ignore=["classes"])
         self.manifests = {"train": train_manifest, "val": val_manifest, "test": test_manifest}
@@ -419,7 +448,7 @@ class ClipDataModule(SplitDataModule):
         return manifest
 
     def _build(self, split: str, source: str) -> ClipDataset:
-        return ClipDataset(source, self.sample_rate, self.clip_seconds, self.classes)
+        return ClipDataset(source, self.sample_rate, self.clip_seconds, self.classes, int16=self.int16_batches)
 
 
 __all__ = ["ClassBalancedSampler", "ClipDataModule", "ClipDataset", "SplitDataModule", "check_module_input"]
