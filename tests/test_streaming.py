@@ -110,42 +110,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rank_main(rank, world, port, folder, result_dir):
-    import torch.distributed as dist
-    from litdata import StreamingDataLoader
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-
-    def loader():
-        stream = shard_stream(folder, CLASSES, RATE, RATE, seed=5, shuffle=True, drop_last=False)
-        return StreamingDataLoader(stream, batch_size=4, num_workers=1)
-
-    full = [b["index"].tolist() for b in loader()]
-    again = [b["index"].tolist() for b in loader()]
-    first = loader()
-    head = []
-    for batch in first:
-        head.append(batch["index"].tolist())
-        if len(head) == 3:
-            state = first.state_dict()
-            break
-    resumed = loader()
-    resumed.load_state_dict(state)
-    tail = [b["index"].tolist() for b in resumed]
-    gathered = [None] * world
-    dist.all_gather_object(gathered, {"full": full, "again": again, "head": head, "tail": tail})
-    if rank == 0:
-        torch.save(gathered, os.path.join(result_dir, "ranks.pt"))
-    dist.destroy_process_group()
-
-
 def test_two_gloo_ranks_disjoint_complete_deterministic_and_resumable(shards, tmp_path):
     import torch.multiprocessing as mp
 
     folder, _ = shards
-    mp.spawn(_rank_main, args=(2, _free_port(), str(folder), str(tmp_path)), nprocs=2, join=True)
+    from _streaming_ranks import rank_main  # a light module: each spawned rank imports only what it needs
+
+    mp.spawn(rank_main, args=(2, _free_port(), str(folder), str(tmp_path)), nprocs=2, join=True)
     ranks = torch.load(tmp_path / "ranks.pt", weights_only=True)
     seen = [[i for batch in r["full"] for i in batch] for r in ranks]
     assert not set(seen[0]) & set(seen[1])  # each rank reads its own chunks
@@ -198,3 +169,12 @@ def test_shard_data_module_trains_a_tiny_model(shards, tmp_path, balanced):
     trainer.fit(module, datamodule=data)
     assert trainer.global_step == 2
     assert trainer.train_dataloader.state_dict()  # Lightning can checkpoint the loader mid-epoch
+
+
+def test_two_workers_of_one_process_split_the_chunks(shards):
+    from litdata import StreamingDataLoader
+
+    folder, _ = shards
+    stream = shard_stream(folder, CLASSES, RATE, RATE, seed=5, shuffle=True, drop_last=False)
+    seen = [i for batch in StreamingDataLoader(stream, batch_size=4, num_workers=2) for i in batch["index"].tolist()]
+    assert sorted(seen) == list(range(N_CLIPS))
