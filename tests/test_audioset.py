@@ -4,8 +4,6 @@ validated, one-line errors; and the AudioSet configs' values against the papers.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -153,17 +151,76 @@ def test_validation_catches_a_manifest_that_disagrees_with_its_pack(tmp_path):
         validate_prepared(out, ["train"], ["Speech", "Music", "Animal, wild"], 8000)
 
 
-def test_cli_lists_only_and_one_line_errors(tmp_path):
-    lists, classes, _ = _corpus(tmp_path)
-    env_cmd = [sys.executable, "-m", "avtag", "prepare", "audioset"]
-    import os
+def test_cli_lists_only_and_one_line_errors(tmp_path, capsys):
+    from avtag.cli import main
 
-    env = os.environ | {"PYTHONPATH": str(PROJECT_ROOT)}
-    ok = subprocess.run(env_cmd + ["--segments", f"train={lists['train']}", "--class-labels", str(classes), "--out", str(tmp_path / "o")],
-                        capture_output=True, text=True, env=env, cwd=tmp_path)
-    assert ok.returncode == 0, ok.stderr
-    assert "train: 4 segments, 6 labels, 1 unknown MIDs" in ok.stdout
-    bad = subprocess.run(env_cmd + ["--segments", f"train={tmp_path / 'nope.csv'}", "--class-labels", str(classes), "--out", str(tmp_path / "o")],
-                         capture_output=True, text=True, env=env, cwd=tmp_path)
-    assert bad.returncode == 2 and "Traceback" not in bad.stderr
-    assert bad.stderr.strip().startswith("error:") and "nope.csv" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    lists, classes, _ = _corpus(tmp_path)
+    command = ["prepare", "audioset", "--class-labels", str(classes), "--out", str(tmp_path / "o")]
+    assert main(command + ["--segments", f"train={lists['train']}"]) == 0
+    assert "train: 4 segments, 6 labels, 1 unknown MIDs" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as stop:
+        main(command + ["--segments", f"train={tmp_path / 'nope.csv'}"])
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and err.startswith("error:") and "nope.csv" in err and len(err.splitlines()) == 1
+
+
+# ----------------------------------------------------------------------------- the AudioSet configs
+
+CONFIGS = PROJECT_ROOT / "configs" / "audioset"
+
+
+def _config(name):
+    return yaml.safe_load((CONFIGS / name).read_text())
+
+
+@pytest.mark.parametrize("name", ["multilevel_embeddings.yaml", "sca.yaml", "glat_cnn10.yaml", "glat_resnet38.yaml"])
+def test_audioset_configs_rank_by_map_over_527_classes_with_balanced_batches(name):
+    config = _config(name)
+    model, data = config["model"], config["data"]
+    data = data.get("init_args", data)
+    assert config["checkpoint"] == {"monitor": "val_map", "mode": "max", "save_top_k": 1}
+    assert model["decision_thresholds"] == "none"  # ranking metrics only: no tuned thresholds on AudioSet
+    assert model["classes"].endswith("class_labels_indices.csv")
+    assert data["balanced"] is True
+    assert model["optimizer"]["class_path"] == "torch.optim.Adam" and model["optimizer"]["init_args"]["lr"] == 0.001
+
+
+def test_audioset_config_values_are_the_papers():
+    ml = _config("multilevel_embeddings.yaml")
+    assert {k: ml["model"]["model_args"][k] for k in ("embedding_dim", "depth", "hidden_dim", "gru_hidden", "dropout")} == {
+        "embedding_dim": 128, "depth": 5, "hidden_dim": 1024, "gru_hidden": 256, "dropout": 0.5}  # 000 §3.4
+    assert ml["data"]["init_args"]["batch_size"] == 500  # 000 §3.4
+    sca = _config("sca.yaml")
+    assert sca["model"]["model_args"]["attention_blocks"] == 3 and sca["model"]["model_args"]["input_frames"] == 400
+    front = sca["model"]["frontend_args"]
+    assert front["n_mels"] == 64 and front["clip_seconds"] * front["sample_rate"] / front["hop_length"] == 400  # 001 §4.1
+    for name in ("glat_cnn10.yaml", "glat_resnet38.yaml"):
+        glat = _config(name)
+        args = glat["model"]["model_args"]
+        assert (args["num_local_clips"], args["local_seconds"]) == (5, 3.0)  # 003 §3.1
+        assert glat["data"]["batch_size"] == 32 and glat["trainer"]["max_steps"] == 800_000  # 003 §3.1
+        assert glat["model"]["frontend"] == "cnn" and glat["data"]["train_manifest"].endswith("full_train.jsonl")
+
+
+def _needs_merge(model_name: str | None = None) -> None:
+    import inspect
+
+    from avtag.audio.models.base import available_models
+    from avtag.train import TaggingModule
+
+    if "decision_thresholds" not in inspect.signature(TaggingModule).parameters:
+        pytest.skip("needs TaggingModule(decision_thresholds=...) from the training branch")
+    if model_name and model_name not in available_models():
+        pytest.skip(f"needs the {model_name!r} backbone from the models branch")
+
+
+@pytest.mark.parametrize("name,backbone", [("sca.yaml", None), ("glat_cnn10.yaml", None), ("glat_resnet38.yaml", "resnet38")])
+def test_audioset_configs_build_their_models(name, backbone, tmp_path):
+    _needs_merge(backbone)
+    from avtag.train import TaggingModule
+
+    classes = shared_path("data", "audioset", "class_labels_indices.csv")
+    model = _config(name)["model"]
+    kwargs = {k: v for k, v in model.items() if k not in ("optimizer", "scheduler")}
+    module = TaggingModule(**kwargs | {"classes": str(classes)})
+    assert len(module.classes) == 527

@@ -24,7 +24,9 @@ Writes into ``--out``:
 * ``{split}.h5``: the decoded clips, mono, at ``--sample-rate``, int16 (:mod:`avtag.data.pack`);
 * ``{split}.shards/``: the same clips as litdata chunks for streaming (:mod:`avtag.data.streaming`;
   ``--no-shards`` skips them);
-* ``{split}.jsonl``: manifests of the packed clips, labels as display names.
+* ``{split}.jsonl``: manifests of the packed clips, labels as display names;
+  ``full_train.jsonl``: balanced + unbalanced training clips (AudioSet-2M) when both are packed;
+  ``class_labels_indices.csv``: a copy of the class list the configs name.
 
 Every written manifest is validated at the end (ids unique, labels in the class list, every
 clip in its pack at the stated rate and length, shards holding the same rows); a failure is
@@ -61,6 +63,7 @@ LIST_FILES: dict[str, str] = {
     "eval": "eval_segments.csv",
 }
 CLASS_LABELS_FILE = "class_labels_indices.csv"
+TRAINING_SPLITS = ("balanced_train", "unbalanced_train")
 YOUTUBE_ID_LENGTH = 11
 AUDIO_EXTENSIONS = frozenset(
     {".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a", ".aac", ".mp4", ".webm", ".mkv", ".aif", ".aiff"}
@@ -363,6 +366,16 @@ def validate_prepared(out_dir: str | Path, splits: Iterable[str], classes: Seque
     return sizes
 
 
+def write_union_manifest(parts: Sequence[Path], path: Path) -> Path:
+    """Concatenate split manifests (each record keeps its own pack), line by line."""
+    with atomic_write(path) as out:
+        for part in parts:
+            with part.open(encoding="utf-8") as fh:
+                for line in fh:
+                    out.write(line)
+    return path
+
+
 def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
     with atomic_write(path) as fh:
         writer = csv.writer(fh, lineterminator="\n")
@@ -399,6 +412,10 @@ def prepare(
                    ((split, segments_of[split].keys[row], path, reason) for split, r in results.items() for row, path, reason in r.failed))
         sizes = validate_prepared(out_dir, results, names, sample_rate)
         notes.append("validated: " + (", ".join(f"{split} {n} clips" for split, n in sizes.items()) or "no split had clips"))
+        if TRAINING_SPLITS[0] in sizes and TRAINING_SPLITS[1] in sizes:
+            write_union_manifest([out_dir / f"{split}.jsonl" for split in TRAINING_SPLITS], out_dir / "full_train.jsonl")
+            notes.append("full_train.jsonl: balanced_train + unbalanced_train (AudioSet-2M, 000 Table 2, 001 §4.1, 003 [22])")
+    write_text(out_dir / CLASS_LABELS_FILE, class_labels.read_text(encoding="utf-8"))  # the configs' class list
     _write_csv(out_dir / "unknown_mids.csv", ["split", "clip_id", "mid"],
                ((split, key, mid) for split, r in results.items() for key, mid in r.segments.unknown))
     report = report_table(results, names, audio_dir is not None) + ("\n\n" + "\n".join(notes) if notes else "")
