@@ -55,3 +55,21 @@ def test_frontend_converts_int16_exactly_like_the_float_path(tmp_path):
     assert torch.allclose(from_int16, from_float, atol=1e-6)
     with pytest.raises(ValueError):
         frontend(ints.reshape(1, 2, RATE))
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_int16_batches_are_read_in_place_and_equal_the_per_clip_items(tmp_path, workers):
+    from avtag.data.datasets import ClipBatch, collate_clips
+
+    _pack(tmp_path)
+    records = [ClipRecord(id=f"c{i}", labels=["x"] if i else [], pack="p.h5") for i in range(3)]
+    dataset = ClipDataset(records, RATE, 1.0, ["x"], base_dir=tmp_path, int16=True)
+    items = dataset.__getitems__([2, 0, 1])
+    assert isinstance(items, ClipBatch) and items.batch["waveform"].shape == (3, RATE)
+    assert items[0]["waveform"].data_ptr() == items.batch["waveform"].data_ptr()  # a row of the batch, no copy
+    batch = next(iter(DataLoader(dataset, batch_size=3, collate_fn=collate_clips, num_workers=workers)))
+    expected = torch.stack([dataset[i]["waveform"] for i in range(3)])
+    assert torch.equal(batch["waveform"], expected) and batch["index"].tolist() == [0, 1, 2]
+    assert batch["target"].tolist() == [[0.0], [1.0], [1.0]]
+    plain = next(iter(DataLoader(dataset, batch_size=3)))  # the default collation still works on it
+    assert torch.equal(plain["waveform"], expected)

@@ -44,7 +44,7 @@ import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate, get_worker_info
 
 from avtag.audio.features import LogMelFrontEnd, fit_length
 from avtag.audio.io import load_audio, resample
@@ -160,6 +160,32 @@ class ClipDataset(Dataset):
             self._packs[path] = PackReader(path)  # opens its HDF5 file lazily, once per process
         return self._packs[path]
 
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        """A batch of items (DataLoader calls this with a batch's indices).
+
+        With int16 packed clips of a fixed length, every clip is read straight into its
+        row of one ``(batch, samples)`` int16 tensor (in shared memory inside a loader
+        worker), so :func:`collate_clips` hands that tensor on without the stacking copy.
+        The result is still a list of per-clip items (views of the rows), so the default
+        collation works too."""
+        if not self.ships_int16 or self.clip_samples is None or self.on_error != "raise":
+            return [self[int(i)] for i in indices]
+        rows, samples = len(indices), self.clip_samples
+        if get_worker_info() is not None:  # allocate where the batch will travel, as default_collate does
+            probe = torch.empty(0, dtype=torch.int16)
+            waveforms = probe.new(probe._typed_storage()._new_shared(rows * samples, device="cpu")).resize_(rows, samples)
+        else:
+            waveforms = torch.empty((rows, samples), dtype=torch.int16)
+        for row, index in enumerate(indices):
+            record = self.records[int(index)]
+            reader = self._pack(resolve(self.base_dir, record.pack))  # type: ignore[arg-type]
+            reader.read_int16(record.pack_key or record.id, samples, out=waveforms[row].numpy())
+        targets = torch.from_numpy(self.targets[np.asarray(indices, dtype=np.int64)])
+        return ClipBatch(
+            [{"waveform": waveforms[row], "target": targets[row], "index": int(index), "error": ""} for row, index in enumerate(indices)],
+            {"waveform": waveforms, "target": targets, "index": torch.as_tensor(np.asarray(indices, dtype=np.int64)), "error": [""] * rows},
+        )
+
     def _read_pack_int16(self, record: ClipRecord) -> np.ndarray:
         reader = self._pack(resolve(self.base_dir, record.pack))  # type: ignore[arg-type]
         return reader.read_int16(record.pack_key or record.id, self.clip_samples)
@@ -234,6 +260,22 @@ class ClipDataset(Dataset):
                 f"{len(missing_keys)} clip(s) are not in their pack (first: {', '.join(missing_keys[:MAX_LISTED_MISSING])})",
                 self.manifest_path,
             )
+
+
+class ClipBatch(list):
+    """Per-clip items that are rows of one already-batched dict (``.batch``)."""
+
+    def __init__(self, items: list[dict[str, Any]], batch: dict[str, Any]) -> None:
+        super().__init__(items)
+        self.batch = batch
+
+
+def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """DataLoader collation: a :class:`ClipBatch` is passed on as it is (no copy);
+    anything else goes through torch's default collation."""
+    if isinstance(items, ClipBatch):
+        return items.batch
+    return default_collate(items)
 
 
 class ClassBalancedSampler(DistributedSampler):
@@ -370,6 +412,7 @@ class SplitDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=pin,
             persistent_workers=self.num_workers > 0,
+            collate_fn=collate_clips,
             **kwargs,
         )
 
@@ -451,4 +494,4 @@ class ClipDataModule(SplitDataModule):
         return ClipDataset(source, self.sample_rate, self.clip_seconds, self.classes, int16=self.int16_batches)
 
 
-__all__ = ["ClassBalancedSampler", "ClipDataModule", "ClipDataset", "SplitDataModule", "check_module_input"]
+__all__ = ["ClassBalancedSampler", "ClipBatch", "ClipDataModule", "ClipDataset", "SplitDataModule", "check_module_input", "collate_clips"]

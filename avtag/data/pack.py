@@ -177,21 +177,24 @@ class PackReader:
         samples = self.read_int16(key)
         return samples.astype(np.float32) / np.float32(INT16_SCALE), self._sample_rate  # type: ignore[return-value]
 
-    def read_int16(self, key: str, num_samples: int | None = None) -> np.ndarray:
+    def read_int16(self, key: str, num_samples: int | None = None, out: np.ndarray | None = None) -> np.ndarray:
         """The clip's stored int16 samples, as they are (no float copy).
 
         With ``num_samples``, the clip is cropped from the start / zero-padded at the end
-        to that length while it is read: one read into one array, the training path's
-        only copy before collation (the float conversion happens on the model's device).
+        to that length while it is read; ``out`` (int16, ``num_samples`` long, contiguous)
+        receives it in place: one read into its final memory, the training path's only
+        copy (the float conversion happens on the model's device).
         """
         self._handle()
         offset, length = self._entry(key)
         if num_samples is None:
             num_samples = length
-        out = np.zeros(num_samples, dtype=np.int16)
+        if out is None:
+            out = np.empty(num_samples, dtype=np.int16)
         count = min(length, num_samples)
         if count:
             self._waveforms.read_direct(out, np.s_[offset : offset + count], np.s_[:count])
+        out[count:] = 0
         return out
 
     def __contains__(self, key: object) -> bool:
