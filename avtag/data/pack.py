@@ -126,6 +126,7 @@ class PackReader:
         if not self.path.is_file():
             raise InputFileError("no such audio pack", self.path)
         self._file = None
+        self._waveforms = None
         self._pid: int | None = None
         self._index: dict[str, tuple[int, int]] | None = None
         self._sample_rate: int | None = None
@@ -142,6 +143,7 @@ class PackReader:
                 handle.close()
                 raise InputFileError(f"not an avtag audio pack (expected format {PACK_FORMAT})", self.path)
             self._file, self._pid = handle, os.getpid()
+            self._waveforms = handle["waveforms"]  # one dataset lookup per process, not per clip
             if self._index is None:
                 keys = [k.decode() if isinstance(k, bytes) else str(k) for k in handle["keys"][()]]
                 offsets, lengths = handle["offsets"][()], handle["lengths"][()]
@@ -172,10 +174,27 @@ class PackReader:
 
     def read(self, key: str) -> tuple[np.ndarray, int]:
         """``(float32 waveform in [-1, 1], sample_rate)`` of one clip."""
-        handle = self._handle()
-        offset, length = self._entry(key)
-        samples = handle["waveforms"][offset : offset + length]
+        samples = self.read_int16(key)
         return samples.astype(np.float32) / np.float32(INT16_SCALE), self._sample_rate  # type: ignore[return-value]
+
+    def read_int16(self, key: str, num_samples: int | None = None, out: np.ndarray | None = None) -> np.ndarray:
+        """The clip's stored int16 samples, as they are (no float copy).
+
+        With ``num_samples``, the clip is cropped from the start / zero-padded at the end
+        to that length while it is read; ``out`` (int16, ``num_samples`` long, contiguous)
+        receives it (the float conversion happens later, on the model's device).
+        """
+        self._handle()
+        offset, length = self._entry(key)
+        if num_samples is None:
+            num_samples = length
+        if out is None:
+            out = np.empty(num_samples, dtype=np.int16)
+        count = min(length, num_samples)
+        if count:  # h5py's plain slice read (its fast path) + one copy: 1.7x read_direct's rate here
+            out[:count] = self._waveforms[offset : offset + count]
+        out[count:] = 0
+        return out
 
     def __contains__(self, key: object) -> bool:
         self._handle()
@@ -191,11 +210,11 @@ class PackReader:
     def close(self) -> None:
         if self._file is not None and self._pid == os.getpid():
             self._file.close()
-        self._file, self._pid = None, None
+        self._file, self._pid, self._waveforms = None, None, None
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_file"], state["_pid"] = None, None
+        state["_file"], state["_pid"], state["_waveforms"] = None, None, None
         return state
 
     def __enter__(self) -> PackReader:
