@@ -1,4 +1,4 @@
-"""Visual reports of one :func:`avtag.run.analyse` result: a self-contained HTML page or a
+"""Visual reports of one :func:`avtag.inference.pipeline.analyse` result: a self-contained HTML page or a
 single PNG figure.
 
 Both show (1) the log-mel spectrogram with the frame-level probabilities of the detected
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from avtag.run import AnalysisResult
+    from avtag.inference.results import AnalysisResult
 
 MAX_KEYFRAMES_SHOWN = 8
 OBJECTS_PER_KEYFRAME = 3
