@@ -117,8 +117,8 @@ def load_fusion_file(path: str | Path):
     return fusion
 
 
-def _check_single(path: Path, args: argparse.Namespace) -> None:
-    """A lone input's cheap checks, before any model loads."""
+def _check_single(path: Path, args: argparse.Namespace):
+    """A lone input's cheap checks, before any model loads; its probe."""
     from avtag.video.decode import probe
 
     check_input_file(path, "a video or audio file")
@@ -127,6 +127,34 @@ def _check_single(path: Path, args: argparse.Namespace) -> None:
     info = probe(path)  # a non-media or truncated file fails here, in one line
     if not info.has_video and not args.audio_checkpoint:
         raise CheckpointError("is an audio-only file: the audio branch needs --audio-checkpoint", path)
+    return info
+
+
+def _export_sample_rate(checkpoint: str | None) -> int | None:
+    """The front-end rate of an export directory, read without torch (``None``: unknown)."""
+    if checkpoint is None:
+        return None
+    try:
+        import json
+
+        config = json.loads((Path(checkpoint) / "config.json").read_text(encoding="utf-8"))
+        rate = config["frontend"]["sample_rate"]
+        return int(rate) if isinstance(rate, int) and rate > 0 else None
+    except Exception:  # noqa: BLE001 - not an export directory: no early decode, nothing else changes
+        return None
+
+
+def _early_decoding(path: Path, info, args: argparse.Namespace, video_config):
+    """Start decoding the first video before torch is imported (when its settings are known)."""
+    if not info.has_video:
+        return None
+    rate = _export_sample_rate(args.audio_checkpoint)
+    want_audio = bool(args.audio_checkpoint) or bool(args.report)
+    if args.audio_checkpoint and rate is None:
+        return None
+    from avtag.inference.pipeline import start_decoding
+
+    return start_decoding(path, video_config, rate, want_audio, own_track=args.audio is None)
 
 
 @cli_guard
@@ -144,19 +172,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         from avtag.video.config import load_video_config
 
         video_config = load_video_config(args.video_config)
+    decoding = None
     if len(inputs) == 1:
-        _check_single(inputs[0], args)
+        info = _check_single(inputs[0], args)
+        decoding = _early_decoding(inputs[0], info, args, video_config)
 
-    from avtag.device import resolve_device
+    from avtag.device import resolve_device  # the torch import starts here, while the file decodes
     from avtag.inference.loading import build_video_branch, load_audio_tagger
 
     device = resolve_device(args.device)
     tagger = load_audio_tagger(args.audio_checkpoint, device) if args.audio_checkpoint else None
     branch = build_video_branch(video_config, device)
-    return _tag_all(inputs, args, tagger, branch, fusion, device)
+    return _tag_all(inputs, args, tagger, branch, fusion, device, decoding)
 
 
-def _tag_all(inputs: list[Path], args: argparse.Namespace, tagger, branch, fusion, device) -> int:
+def _tag_all(inputs: list[Path], args: argparse.Namespace, tagger, branch, fusion, device, decoding=None) -> int:
     from avtag.inference.pipeline import analyse
     from avtag.inference.table import format_table
     from avtag.inference.tags import error_row, tag_row, write_csv, write_jsonl
@@ -175,7 +205,7 @@ def _tag_all(inputs: list[Path], args: argparse.Namespace, tagger, branch, fusio
                 result = analyse(path, audio_path=args.audio, audio_tagger=tagger, video_branch=branch,
                                  fusion=fusion, device=device, progress=single and not args.quiet,
                                  with_spectrogram=want_report, keep_images=want_report, top_k=args.top_k,
-                                 threshold=args.threshold)
+                                 threshold=args.threshold, decoding=decoding if i == 0 else None)
             except Exception as err:  # noqa: BLE001 - with several files, a bad one costs only itself
                 if single:
                     raise

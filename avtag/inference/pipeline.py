@@ -24,11 +24,15 @@ Our documented choices:
   to it (004 §2.2.2), with the key frames where each object was recognised.
 * Speed: the video branch's models load in a background thread while the main thread decodes
   the file once (frames and sound track together) and runs the audio branch
-  (:class:`avtag.inference.loading.BackgroundLoad`).
+  (:class:`avtag.inference.loading.BackgroundLoad`). The CLI starts decoding the first file
+  before torch is even imported (decord and PyAV need no torch): :func:`start_decoding` hands
+  :func:`analyse` a decode already under way, used when its settings are the ones
+  :func:`analyse` would ask for.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -48,6 +52,50 @@ SILENCE_PEAK = 1e-4  # -80 dBFS, as avtag.video.decode
 DEFAULT_TOP_K = 3  # events shown as the file's most likely ones (our documented choice)
 
 
+class Decoding:
+    """A :func:`avtag.video.decode.decode_video` call running in a thread (see the module docstring)."""
+
+    def __init__(self, path: str | Path, **kwargs: Any):
+        self.path, self.kwargs = Path(path), dict(kwargs)
+        self._result: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="avtag-decode", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        from avtag.video.decode import decode_video
+
+        try:
+            self._result = decode_video(self.path, **self.kwargs)
+        except BaseException as err:  # noqa: BLE001 - re-raised by result()
+            self._error = err
+
+    def matches(self, path: str | Path, kwargs: dict[str, Any]) -> bool:
+        return Path(path) == self.path and kwargs == self.kwargs
+
+    def result(self):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
+def decode_settings(video_config, sample_rate: int | None, want_audio: bool, own_track: bool) -> dict[str, Any]:
+    """The ``decode_video`` arguments :func:`analyse` uses for a video (``video_config``: the branch's)."""
+    from avtag.video.branch import VideoBranchConfig
+
+    config = video_config if video_config is not None else VideoBranchConfig()
+    return {"with_audio": bool(want_audio and own_track),
+            "audio_sample_rate": sample_rate if sample_rate is not None else DISPLAY_SAMPLE_RATE,
+            "fps": config.fps, "max_side": config.max_side}
+
+
+def start_decoding(path: str | Path, video_config, sample_rate: int | None, want_audio: bool,
+                   own_track: bool = True) -> Decoding:
+    """Start decoding ``path`` now, in a thread, with the settings :func:`analyse` will use."""
+    return Decoding(path, **decode_settings(video_config, sample_rate, want_audio, own_track))
+
+
 def analyse(
     path: str | Path,
     *,
@@ -61,6 +109,7 @@ def analyse(
     keep_images: bool = False,
     top_k: int = DEFAULT_TOP_K,
     threshold: float | None = None,
+    decoding: Decoding | None = None,
 ) -> AnalysisResult:
     """Tag ``path`` (a video or an audio file) with the branches that can run on it.
 
@@ -70,7 +119,8 @@ def analyse(
     defaults on ``device``); ``fusion`` a :class:`~avtag.fusion.FusionModel` over the fused
     classes or the model's classes (``None``: see :mod:`avtag.inference.decisions`);
     ``threshold`` one global threshold instead. ``with_spectrogram`` and ``keep_images`` keep
-    what a report draws.
+    what a report draws. ``decoding`` is a decode of ``path`` already under way
+    (:func:`start_decoding`), used when its settings match.
     """
     from avtag.fusion import describe_audio_tagger, describe_video_config
     from avtag.video.decode import decode_video, probe
@@ -100,8 +150,11 @@ def analyse(
     try:
         if info.has_video:
             own_track = want_audio and audio_path is None
-            decoded = decode_video(path, with_audio=own_track, audio_sample_rate=sample_rate,
-                                   **video_decode_args(video_branch))
+            settings = {"with_audio": own_track, "audio_sample_rate": sample_rate, **video_decode_args(video_branch)}
+            if decoding is not None and decoding.matches(path, settings):
+                decoded = decoding.result()
+            else:
+                decoded = decode_video(path, **settings)
             notes.extend(n for n in decoded.notes if n not in ("no audio stream", "audio track is silent"))
             duration = float(decoded.duration)
             if audio_path is None:
