@@ -592,3 +592,20 @@ def test_outputs_are_checked_before_any_analysis(monkeypatch, tmp_path):
     with pytest.raises(SystemExit) as info:
         main([str(shared_path("data", "videos", "seoul.mp4")), "--json", str(blocker / "out.json")])
     assert info.value.code == 2
+
+
+def test_a_decode_started_before_the_models_is_used_once(monkeypatch, video_branch):
+    import avtag.video.decode as decode
+    from avtag.inference.pipeline import start_decoding
+
+    video = shared_path("data", "videos", "seoul.mp4")
+    early = start_decoding(video, video_branch.config, None, want_audio=False)
+    calls = []
+    original = decode.decode_video
+    monkeypatch.setattr(decode, "decode_video", lambda *a, **k: calls.append(k) or original(*a, **k))
+    result = analyse(video, video_branch=video_branch, decoding=early)
+    assert calls == [] and result.mode == "video"  # the early decode was used, not repeated
+    other = start_decoding(video, None, None, want_audio=False)  # other settings (fps 3): not used
+    analyse(video, video_branch=video_branch, decoding=other)
+    other.result()
+    assert sorted(c["fps"] for c in calls) == sorted([3.0, video_branch.config.fps])  # its own, and analyse's
