@@ -609,3 +609,24 @@ def test_a_decode_started_before_the_models_is_used_once(monkeypatch, video_bran
     analyse(video, video_branch=video_branch, decoding=other)
     other.result()
     assert sorted(c["fps"] for c in calls) == sorted([3.0, video_branch.config.fps])  # its own, and analyse's
+
+
+def test_a_long_video_streams_in_chunks_with_the_same_result(monkeypatch, tagger, video_branch):
+    import avtag.inference.pipeline as pipeline
+    import avtag.inference.stream as stream
+
+    video = shared_path("data", "videos", "car-detection.mp4")  # 30 s: 5 windows
+    whole = analyse(video, video_branch=video_branch, audio_tagger=tagger)
+    monkeypatch.setattr(pipeline, "STREAM_MIN_SECONDS", 10.0)
+    monkeypatch.setattr(stream, "CHUNK_WINDOWS", 2)
+    chunks = []
+    original = stream.StreamedVideo.frames_between
+    monkeypatch.setattr(stream.StreamedVideo, "frames_between",
+                        lambda self, a, b: chunks.append(len((got := original(self, a, b)).frames)) or got)
+    streamed = analyse(video, video_branch=video_branch, audio_tagger=tagger)
+    assert len(chunks) == 3 and max(chunks) < len(whole.windows) * 10 * video_branch.config.fps
+    assert any("decoded 2 windows at a time" in n for n in streamed.notes)
+    np.testing.assert_allclose([w.video_probs for w in streamed.windows], [w.video_probs for w in whole.windows],
+                               atol=1e-5)
+    assert [k.time for k in streamed.keyframes] == [k.time for k in whole.keyframes]
+    assert streamed.mode == whole.mode and streamed.duration == pytest.approx(whole.duration, abs=0.05)

@@ -146,7 +146,9 @@ def _export_sample_rate(checkpoint: str | None) -> int | None:
 
 def _early_decoding(path: Path, info, args: argparse.Namespace, video_config):
     """Start decoding the first video before torch is imported (when its settings are known)."""
-    if not info.has_video:
+    from avtag.inference.stream import STREAM_MIN_SECONDS
+
+    if not info.has_video or (info.duration or 0.0) > STREAM_MIN_SECONDS:  # long videos stream instead
         return None
     rate = _export_sample_rate(args.audio_checkpoint)
     want_audio = bool(args.audio_checkpoint) or bool(args.report)

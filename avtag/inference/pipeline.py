@@ -44,12 +44,15 @@ from avtag.inference.branches import run_audio_branch, run_video_windows
 from avtag.inference.decisions import above, align_video, decide, shared_columns
 from avtag.inference.loading import BackgroundLoad, build_video_branch, is_loaded, video_decode_args
 from avtag.inference.results import AnalysisResult, EvidenceObject, VideoEvidence, WindowTags
+from avtag.inference.stream import STREAM_MIN_SECONDS, open_stream, run_video_stream
 from avtag.inference.windows import event_time_ranges, merge_window_frames, plan_windows
 
 DEFAULT_WINDOW_SECONDS = 10.0  # DCASE 2017 clip length; the window when only the video branch runs
 DISPLAY_SAMPLE_RATE = 20000  # audio decoded for the report when no audio model runs (the "crnn" preset's rate)
 SILENCE_PEAK = 1e-4  # -80 dBFS, as avtag.video.decode
 DEFAULT_TOP_K = 3  # events shown as the file's most likely ones (our documented choice)
+MAX_SPECTROGRAM_FRAMES = 4000  # columns of the report's spectrogram (longer files are averaged down)
+SPECTROGRAM_CHUNK_SECONDS = 60.0
 
 
 class Decoding:
@@ -153,6 +156,8 @@ def analyse(
             settings = {"with_audio": own_track, "audio_sample_rate": sample_rate, **video_decode_args(video_branch)}
             if decoding is not None and decoding.matches(path, settings):
                 decoded = decoding.result()
+            elif (info.duration or 0.0) > STREAM_MIN_SECONDS:  # memory bounded by a chunk of windows
+                decoded = open_stream(path, **settings) or decode_video(path, **settings)
             else:
                 decoded = decode_video(path, **settings)
             notes.extend(n for n in decoded.notes if n not in ("no audio stream", "audio track is silent"))
@@ -214,7 +219,10 @@ def analyse(
         timings["video_load_wait"] = time.perf_counter() - clock
     if info.has_video:
         clock = time.perf_counter()
-        video = run_video_windows(video_branch, decoded, starts, window, progress, keep_images)
+        if hasattr(decoded, "frames_between"):
+            video = run_video_stream(video_branch, decoded, starts, window, progress, keep_images)
+        else:
+            video = run_video_windows(video_branch, decoded, starts, window, progress, keep_images)
         notes.extend(n for n in video.notes if n not in notes)
         models["video"] = describe_video_config(video_branch.config)
         timings["video"] = time.perf_counter() - clock
@@ -334,16 +342,30 @@ def _note_other_models(fusion, models: dict[str, Any], notes: list[str]) -> None
 
 
 def _spectrogram(waveform: np.ndarray, tagger) -> tuple[np.ndarray, float]:
-    """Log-mel of the whole file with the tagger's front-end (or the "crnn" preset)."""
+    """Log-mel of the whole file with the tagger's front-end (or the "crnn" preset), for the report.
+
+    Computed in chunks of ``SPECTROGRAM_CHUNK_SECONDS`` and averaged over time down to at most
+    ``MAX_SPECTROGRAM_FRAMES`` columns, so a long file never holds its full-rate spectrogram
+    (our documented choice: a report cannot show more columns than that anyway).
+    """
     import torch
 
     from avtag.audio.features import LogMelFrontEnd
 
-    if tagger is not None:
-        frontend = tagger.frontend
-    else:
-        frontend = LogMelFrontEnd.from_preset("crnn", clip_seconds=None)
+    frontend = tagger.frontend if tagger is not None else LogMelFrontEnd.from_preset("crnn", clip_seconds=None)
+    total = frontend.num_frames(len(waveform))
+    factor = max(1, int(np.ceil(total / MAX_SPECTROGRAM_FRAMES)))
+    chunk = frontend.hop_length * factor * max(1, int(SPECTROGRAM_CHUNK_SECONDS * frontend.sample_rate
+                                                      / (frontend.hop_length * factor)))
+    pieces = []
     with torch.inference_mode():
-        features = frontend(torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32)).to(
-            frontend.feature_mean.device))
-    return features[0].cpu().numpy(), frontend.hop_seconds
+        for begin in range(0, max(len(waveform), 1), chunk):
+            piece = np.ascontiguousarray(waveform[begin:begin + chunk], dtype=np.float32)
+            features = frontend(torch.from_numpy(piece).to(frontend.feature_mean.device))[0].cpu().numpy()
+            usable = (len(features) // factor) * factor
+            if usable:
+                pieces.append(features[:usable].reshape(-1, factor, features.shape[1]).mean(axis=1))
+            elif len(features):
+                pieces.append(features.mean(axis=0, keepdims=True))
+    spectrogram = np.concatenate(pieces) if pieces else np.zeros((0, frontend.n_mels), np.float32)
+    return spectrogram, frontend.hop_seconds * factor
