@@ -4,6 +4,7 @@ clips, against a floor pipeline doing the same work; and batch throughput of
 
     python scripts/bench_run.py [--clips A.mp4 B.mp4 C.mp4] [--audio-checkpoint DIR] [--repeats 1]
                                 [--batch-clips 8] [--cores 2]
+    python scripts/bench_run.py --memory 1 30   # peak RSS of the video branch on 1- and 30-min videos
 
 Each measurement is a fresh process (imports and model loading included), pinned to
 ``--cores`` CPU cores with ``taskset`` when available and ``OMP_NUM_THREADS`` set to match;
@@ -38,6 +39,38 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_VIDEOS = ROOT.parent / "shared" / "data" / "videos"
 DEFAULT_CLIPS = ("chaplin.mp4", "motorcycle.mp4", "v_ZNVhz7ctTq0.mp4")
 STAGES = ("decode", "audio", "video_load_wait", "video")
+
+
+def synthetic_long_video(path: Path, minutes: float, fps: int = 5) -> Path:
+    """A 640x360 video (moving gradient, no sound) of ``minutes`` at ``fps`` frames/s, via PyAV."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("mpeg4", rate=fps)
+        video.width, video.height, video.pix_fmt = 640, 360, "yuv420p"
+        ramp = np.linspace(0, 255, 640, dtype=np.float32)
+        frame = np.empty((360, 640, 3), np.uint8)
+        for i in range(int(minutes * 60 * fps)):
+            frame[...] = ((ramp + 3 * i) % 256).astype(np.uint8)[None, :, None]
+            for packet in video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in video.encode():
+            container.mux(packet)
+    return path
+
+
+def memory_rows(minutes: list[float], cores: int, tmp_dir: Path) -> list[tuple]:
+    """Peak RSS of ``avtag run`` (video branch, 0.5 frame/s) on synthetic videos of each length."""
+    config = tmp_dir / "video.yaml"
+    config.write_text("fps: 0.5\n")
+    rows = []
+    for m in minutes:
+        video = synthetic_long_video(tmp_dir / f"long_{m:g}min.mp4", m)
+        wall, peak, code = timed([sys.executable, "-m", "avtag.run", str(video), "--video-config", str(config),
+                                  "--quiet", "--json", str(tmp_dir / "long.json")], cores)
+        rows.append((f"{m:g} min 640x360 (synthetic)", "video alone, 0.5 frame/s", "", "", "", "", "",
+                     f"{wall:.1f}" if code == 0 else "failed", "", "", f"{peak:.0f}"))
+    return rows
 
 
 def synthetic_clip(path: Path, seconds: float = 10.0) -> Path:
@@ -163,10 +196,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--batch-clips", type=int, default=8, help="clips in the throughput run (0: skip)")
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--memory", nargs="+", type=float, metavar="MINUTES",
+                        help="only the memory rows: peak RSS on synthetic videos of these lengths")
     parser.add_argument("--floor", metavar="CLIP", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.floor:
         floor_pipeline(args.floor, args.audio_checkpoint)
+    if args.memory:
+        with tempfile.TemporaryDirectory(prefix="avtag-bench-") as tmp:
+            print_table(memory_rows(args.memory, args.cores, Path(tmp)), args)
+        return 0
 
     with tempfile.TemporaryDirectory(prefix="avtag-bench-") as tmp:
         tmp_dir = Path(tmp)
@@ -217,16 +256,21 @@ def main(argv: list[str] | None = None) -> int:
                              "", "", "", "", "", f"{wall:.2f}", "", f"{args.batch_clips / wall:.2f} clips/s",
                              f"{peak:.0f}"))
 
+    print_table(rows, args)
+    return 0
+
+
+def print_table(rows: list[tuple], args: argparse.Namespace) -> None:
     import platform
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
-          f"pinned to {args.cores}; median of {args.repeats} fresh process(es) each")
+          f"pinned to {args.cores}; median of {args.repeats} fresh process(es) each; "
+          f"load average {os.getloadavg()[0]:.1f}")
     header = ("clip", "system", "decode s", "audio s", "wait s", "video s", "rest s", "wall s", "floor s",
               "ratio", "peak RSS MiB")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, tuple("-" * w for w in widths), *rows]:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)))
-    return 0
 
 
 if __name__ == "__main__":

@@ -224,9 +224,9 @@ def _tag_all(inputs: list[Path], args: argparse.Namespace, tagger, branch, fusio
     finally:
         if bar is not None:
             bar.close()
-        if args.jsonl:
+        if args.jsonl and rows:
             write_jsonl(args.jsonl, rows)
-        if args.csv:
+        if args.csv and rows:
             write_csv(args.csv, rows)
     if single:
         _write_single_outputs(result, args)

@@ -80,6 +80,16 @@ class BackgroundLoad:
     ``scripts/bench_run.py``); the previous count is restored by :meth:`wait`.
     """
 
+    @classmethod
+    def start(cls, branch) -> BackgroundLoad:
+        """The branch's loader still running from an earlier file (one that failed), or a new one."""
+        running = getattr(branch, "_avtag_background_load", None)
+        if running is not None and running._thread.is_alive():
+            return running
+        loader = cls(branch)
+        branch._avtag_background_load = loader
+        return loader
+
     def __init__(self, branch):
         import torch
 

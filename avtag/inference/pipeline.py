@@ -149,7 +149,7 @@ def analyse(
         if video_branch is None:
             video_branch = build_video_branch(None, device)
         if not is_loaded(video_branch):
-            loader = BackgroundLoad(video_branch)
+            loader = BackgroundLoad.start(video_branch)
     try:
         if info.has_video:
             own_track = want_audio and audio_path is None
