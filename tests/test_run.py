@@ -204,7 +204,7 @@ def test_no_checkpoint_runs_video_alone_and_says_so(video_branch, capsys):
     table = format_table(result)
     # says something true: a ranking, the video evidence with its objects, how to calibrate
     assert "detected: - (no calibrated threshold" in table and "most likely (top 3): " in table
-    assert "video evidence (uncalibrated, top 3)" in table and " <- " in table
+    assert "video evidence (uncalibrated, top 3)" in table and " <- " in table and "(video)" in table
     assert "avtag fusion fit" in table
     top = result.video_evidence[0]
     assert top.event == result.classes[int(np.argmax(result.video_probs))]

@@ -1,7 +1,9 @@
 """The text table ``avtag run`` prints for one file.
 
 Rows are the model's classes ranked by fused probability (all of them up to ``MAX_ROWS``;
-beyond, the detected and the top ones, the rest are in ``--json``). Then the decisions and
+beyond, the detected and the top ones, the rest are in ``--json``); an event the video branch
+ranks among its ``top_k`` but that is not decided is marked ``(video)``: video evidence,
+uncalibrated. Then the decisions and
 where their thresholds come from, the ``top_k`` most likely events, the video evidence with
 the objects that led to each event, the windows, the key frames and the notes.
 """
@@ -25,12 +27,18 @@ def _short(name: str) -> str:
     return name.split(",")[0]
 
 
+def _decision(detected: bool, video_evidence: bool) -> str:
+    """``YES``; ``(video)`` for an undecided event among the video branch's top (uncalibrated) ones."""
+    return "YES" if detected else ("(video)" if video_evidence else "")
+
+
 def format_table(result: AnalysisResult) -> str:
     """The human-readable summary printed by the CLI."""
     order = result.ranking()
     top = set(order[:result.top_k])
     shown = order if len(order) <= MAX_ROWS else [c for c in order if c in top or result.detected[c]][:MAX_ROWS]
     name_width = max([len(result.classes[c]) for c in shown] + [5])
+    evidence = {e.event.casefold() for e in result.video_evidence}
     windows = len(result.windows)
     lines = [
         f"{Path(result.input).name}: {result.mode}, {result.duration:.2f} s, "
@@ -50,7 +58,7 @@ def format_table(result: AnalysisResult) -> str:
         lines.append(
             f"{order.index(c) + 1:>4}  {name:<{name_width}}  {_cell(audio)}  {_cell(video)}  "
             f"{_cell(result.fused_probs[c])}  {_cell(result.thresholds[c]):>6}  "
-            f"{'YES' if result.detected[c] else '   ':<8}  {ranges}".rstrip()
+            f"{_decision(result.detected[c], name.casefold() in evidence):<8}  {ranges}".rstrip()
         )
     if len(shown) < len(order):
         lines.append(f"      ... {len(order) - len(shown)} more events (all in --json)")
