@@ -49,6 +49,9 @@ class StreamedVideo:
         if len(inside) == 0:
             inside = np.array([int(np.argmin(np.abs(self.times - (start + end) / 2)))])
         frames = self.reader.get_batch(self.indices[inside].tolist()).asnumpy()
+        # decord keeps decoding ahead of the last frame read while the caller works, filling memory
+        # (dmlc/decord issues #157, #197, #208); a seek to the start stops it.
+        self.reader.seek(0)
         if frames.shape[-1] == 1:
             frames = np.repeat(frames, 3, axis=-1)
         return SimpleNamespace(frames=np.ascontiguousarray(frames, dtype=np.uint8), times=self.times[inside])
