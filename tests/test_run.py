@@ -630,3 +630,14 @@ def test_a_long_video_streams_in_chunks_with_the_same_result(monkeypatch, tagger
                                atol=1e-5)
     assert [k.time for k in streamed.keyframes] == [k.time for k in whole.keyframes]
     assert streamed.mode == whole.mode and streamed.duration == pytest.approx(whole.duration, abs=0.05)
+
+
+def test_the_report_spectrogram_of_a_long_file_is_bounded():
+    from avtag.inference.pipeline import MAX_SPECTROGRAM_FRAMES, _spectrogram
+
+    noise = (0.05 * np.random.default_rng(4).standard_normal(300 * 20000)).astype(np.float32)  # 5 min at 20 kHz
+    spectrogram, hop = _spectrogram(noise, None)
+    assert spectrogram.shape[0] <= MAX_SPECTROGRAM_FRAMES and spectrogram.shape[1] == 60
+    assert spectrogram.shape[0] * hop == pytest.approx(300.0, rel=0.01)  # still spans the whole file
+    short, short_hop = _spectrogram(noise[:10 * 20000], None)
+    assert short_hop == pytest.approx(0.005) and short.shape[0] == 2000  # short files keep full resolution
