@@ -641,3 +641,29 @@ def test_the_report_spectrogram_of_a_long_file_is_bounded():
     assert spectrogram.shape[0] * hop == pytest.approx(300.0, rel=0.01)  # still spans the whole file
     short, short_hop = _spectrogram(noise[:10 * 20000], None)
     assert short_hop == pytest.approx(0.005) and short.shape[0] == 2000  # short files keep full resolution
+
+
+def test_a_long_audio_file_is_read_a_window_at_a_time_with_the_same_result(monkeypatch, tagger, noise_wav):
+    import avtag.inference.stream as stream
+
+    whole = analyse(noise_wav, audio_tagger=tagger)  # 25 s, 16 kHz stereo: decoded whole
+    monkeypatch.setattr(stream, "AUDIO_STREAM_MIN_SECONDS", 20.0)
+    reads = []
+    original = stream.AudioStream.window
+    monkeypatch.setattr(stream.AudioStream, "window", lambda self, a, s: reads.append(a) or original(self, a, s))
+    streamed = analyse(noise_wav, audio_tagger=tagger)
+    assert reads == [0.0, 5.0, 10.0, 15.0] and any("one window at a time" in n for n in streamed.notes)
+    # each window is resampled on its own: equal up to the resampler's edge effects
+    np.testing.assert_allclose([w.audio_probs for w in streamed.windows], [w.audio_probs for w in whole.windows],
+                               atol=0.02)
+    assert streamed.frame_probs.shape == whole.frame_probs.shape and streamed.duration == whole.duration
+
+
+def test_a_long_silent_audio_file_is_a_user_error(monkeypatch, tagger, tmp_path):
+    import avtag.inference.stream as stream
+
+    monkeypatch.setattr(stream, "AUDIO_STREAM_MIN_SECONDS", 5.0)
+    silence = tmp_path / "long_silence.flac"
+    sf.write(silence, np.zeros(12 * 16000, np.float32), 16000)
+    with pytest.raises(InputFileError, match="silent"):
+        analyse(silence, audio_tagger=tagger)

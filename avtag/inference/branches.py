@@ -54,7 +54,8 @@ def run_audio_branch(tagger, waveform: np.ndarray, starts: Sequence[float], wind
     """Run ``tagger`` on the windows of ``waveform`` (mono at the tagger's rate) cut at ``starts``.
 
     ``valid_seconds`` (default: all full) says how much of each window is real signal; see
-    the module docstring for what happens to the rest.
+    the module docstring for what happens to the rest. ``waveform`` may also be an
+    :class:`avtag.inference.stream.AudioStream`, read a window at a time.
     """
     import torch
 
@@ -69,8 +70,11 @@ def run_audio_branch(tagger, waveform: np.ndarray, starts: Sequence[float], wind
         for batch in progress_bar(batches, len(batches), "audio", progress):
             pieces = []
             for i in batch:
-                begin = int(round(starts[i] * sr))
-                piece = waveform[begin:begin + length]
+                if hasattr(waveform, "window"):  # a long file, read a window at a time
+                    piece = waveform.window(starts[i], length / sr)[:length]
+                else:
+                    begin = int(round(starts[i] * sr))
+                    piece = waveform[begin:begin + length]
                 pieces.append(np.pad(piece, (0, length - len(piece))) if len(piece) < length else piece)
             tensor = torch.from_numpy(np.stack(pieces).astype(np.float32)).to(tagger.device)
             out = tagger(tensor)

@@ -44,7 +44,7 @@ from avtag.inference.branches import run_audio_branch, run_video_windows
 from avtag.inference.decisions import above, align_video, decide, shared_columns
 from avtag.inference.loading import BackgroundLoad, build_video_branch, is_loaded, video_decode_args
 from avtag.inference.results import AnalysisResult, EvidenceObject, VideoEvidence, WindowTags
-from avtag.inference.stream import STREAM_MIN_SECONDS, open_stream, run_video_stream
+from avtag.inference.stream import STREAM_MIN_SECONDS, open_audio_stream, open_stream, run_video_stream
 from avtag.inference.windows import event_time_ranges, merge_window_frames, plan_windows
 
 DEFAULT_WINDOW_SECONDS = 10.0  # DCASE 2017 clip length; the window when only the video branch runs
@@ -177,17 +177,23 @@ def analyse(
             from avtag.audio.io import load_audio
 
             source = Path(audio_path) if audio_path is not None else path
-            waveform, _ = load_audio(source, target_sr=sample_rate)
-            if float(np.abs(waveform).max(initial=0.0)) < SILENCE_PEAK:
+            streamed = None if with_spectrogram or audio_tagger is None else open_audio_stream(source, sample_rate)
+            if streamed is not None:  # a long audio file: read a window at a time, checked for silence after
+                waveform = streamed
+                notes.append("long audio file: read one window at a time")
+            else:
+                waveform, _ = load_audio(source, target_sr=sample_rate)
+            if streamed is None and float(np.abs(waveform).max(initial=0.0)) < SILENCE_PEAK:
                 if not info.has_video:
                     raise InputFileError("the audio is silent (peak below -80 dBFS) and there is no video: "
                                          "nothing to tag", path)
                 notes.append("the audio file is silent: video branch alone")
+        streaming_audio = hasattr(waveform, "window")
         if waveform is not None:
-            duration = max(duration, len(waveform) / sample_rate)
+            duration = max(duration, waveform.duration if streaming_audio else len(waveform) / sample_rate)
         timings["decode"] = time.perf_counter() - clock
 
-        silent = waveform is None or float(np.abs(waveform).max(initial=0.0)) < SILENCE_PEAK
+        silent = waveform is None or (not streaming_audio and float(np.abs(waveform).max(initial=0.0)) < SILENCE_PEAK)
         run_audio = audio_tagger is not None and not silent
         if audio_tagger is None and info.has_audio:
             notes.append("no audio checkpoint given (--audio-checkpoint): video branch alone")
@@ -202,10 +208,17 @@ def analyse(
         if run_audio:
             clock = time.perf_counter()
             audio = run_audio_branch(audio_tagger, waveform, starts, window, valid, progress)
-            if audio.frame_probs is not None:
+            if streaming_audio and waveform.peak < SILENCE_PEAK:
+                if not info.has_video:
+                    raise InputFileError("the audio is silent (peak below -80 dBFS) and there is no video: "
+                                         "nothing to tag", path)
+                run_audio, audio = False, None
+                notes.append("the audio file is silent: video branch alone")
+            if audio is not None and audio.frame_probs is not None:
                 frame_hop = audio.frame_hop
                 frame_probs = merge_window_frames(audio.frame_probs, starts, frame_hop, duration)
-            models["audio"] = describe_audio_tagger(audio_tagger)
+            if audio is not None:
+                models["audio"] = describe_audio_tagger(audio_tagger)
             timings["audio"] = time.perf_counter() - clock
     except BaseException:
         if loader is not None:  # the loader may finish on its own; give the cores back now

@@ -116,3 +116,50 @@ def run_video_stream(branch, stream: StreamedVideo, starts, window: float, progr
                 keyframes.append(k)
         notes.extend(n for n in part.notes if n not in notes)
     return VideoWindows(names, np.concatenate(probs), keyframes, predictions, notes)
+
+
+AUDIO_STREAM_MIN_SECONDS = 600.0  # audio files longer than 10 min are read a window at a time
+
+
+class AudioStream:
+    """A long audio file read one window at a time (soundfile formats: wav, flac, ogg, ...).
+
+    Each window is read at the file's rate, mixed to mono and resampled to the model's rate on
+    its own, as :meth:`avtag.audio.tagger.AudioTagger.predict` prepares a clip; memory is one
+    batch of windows whatever the file's length. ``peak`` is the largest absolute sample read.
+    """
+
+    def __init__(self, path: Path, sample_rate: int, info):
+        self.path, self.sample_rate = Path(path), int(sample_rate)
+        self.file_rate, self.frames = int(info.samplerate), int(info.frames)
+        self.duration = self.frames / self.file_rate
+        self.peak = 0.0
+
+    def window(self, start: float, seconds: float) -> np.ndarray:
+        import soundfile as sf
+
+        from avtag.audio.io import resample
+        from avtag.errors import AudioDecodeError
+
+        begin = int(round(start * self.file_rate))
+        with sf.SoundFile(str(self.path)) as handle:
+            handle.seek(min(begin, self.frames))
+            data = handle.read(int(round(seconds * self.file_rate)), dtype="float32", always_2d=True)
+        if not np.all(np.isfinite(data)):
+            raise AudioDecodeError("contains NaN or infinite samples", self.path)
+        mono = data.mean(axis=1, dtype=np.float32)
+        self.peak = max(self.peak, float(np.abs(mono).max(initial=0.0)))
+        return resample(mono, self.file_rate, self.sample_rate)
+
+
+def open_audio_stream(path: str | Path, sample_rate: int) -> AudioStream | None:
+    """An :class:`AudioStream` for a long soundfile-readable file (``None``: decode it whole)."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except Exception:  # noqa: BLE001 - not a soundfile format (mp3 in old libsndfile, m4a, ...): decode whole
+        return None
+    if info.frames <= 0 or info.samplerate <= 0 or info.frames / info.samplerate <= AUDIO_STREAM_MIN_SECONDS:
+        return None
+    return AudioStream(Path(path), sample_rate, info)
