@@ -5,6 +5,7 @@ clips, against a floor pipeline doing the same work; and batch throughput of
     python scripts/bench_run.py [--clips A.mp4 B.mp4 C.mp4] [--audio-checkpoint DIR] [--repeats 1]
                                 [--batch-clips 8] [--cores 2]
     python scripts/bench_run.py --memory 1 30   # peak RSS of the video branch on 1- and 30-min videos
+    python scripts/bench_run.py --memory-audio 10 120   # peak RSS of a CRNN on 10-min and 2-hour wavs
 
 Each measurement is a fresh process (imports and model loading included), pinned to
 ``--cores`` CPU cores with ``taskset`` when available and ``OMP_NUM_THREADS`` set to match;
@@ -69,6 +70,25 @@ def memory_rows(minutes: list[float], cores: int, tmp_dir: Path) -> list[tuple]:
         wall, peak, code = timed([sys.executable, "-m", "avtag.run", str(video), "--video-config", str(config),
                                   "--quiet", "--json", str(tmp_dir / "long.json")], cores)
         rows.append((f"{m:g} min 640x360 (synthetic)", "video alone, 0.5 frame/s", "", "", "", "", "",
+                     f"{wall:.1f}" if code == 0 else "failed", "", "", f"{peak:.0f}"))
+    return rows
+
+
+def memory_audio_rows(minutes: list[float], cores: int, tmp_dir: Path) -> list[tuple]:
+    """Peak RSS of ``avtag run`` with an (untrained) CRNN on noise wavs of each length (16 kHz mono)."""
+    import soundfile as sf
+
+    checkpoint = export_untrained_crnn(tmp_dir / "crnn")
+    rows = []
+    rng = np.random.default_rng(0)
+    for m in minutes:
+        path = tmp_dir / f"long_{m:g}min.wav"
+        with sf.SoundFile(str(path), "w", samplerate=16000, channels=1, subtype="PCM_16") as handle:
+            for _ in range(int(m)):
+                handle.write((0.05 * rng.standard_normal(60 * 16000)).astype(np.float32))
+        wall, peak, code = timed([sys.executable, "-m", "avtag.run", str(path), "--audio-checkpoint", str(checkpoint),
+                                  "--quiet", "--jsonl", str(tmp_dir / "tags.jsonl")], cores)
+        rows.append((f"{m:g} min wav (16 kHz noise)", "CRNN (untrained), audio alone", "", "", "", "", "",
                      f"{wall:.1f}" if code == 0 else "failed", "", "", f"{peak:.0f}"))
     return rows
 
@@ -198,13 +218,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--memory", nargs="+", type=float, metavar="MINUTES",
                         help="only the memory rows: peak RSS on synthetic videos of these lengths")
+    parser.add_argument("--memory-audio", nargs="+", type=float, metavar="MINUTES",
+                        help="only the memory rows: peak RSS of a CRNN on noise wavs of these lengths")
     parser.add_argument("--floor", metavar="CLIP", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.floor:
         floor_pipeline(args.floor, args.audio_checkpoint)
-    if args.memory:
+    if args.memory or args.memory_audio:
         with tempfile.TemporaryDirectory(prefix="avtag-bench-") as tmp:
-            print_table(memory_rows(args.memory, args.cores, Path(tmp)), args)
+            rows = memory_rows(args.memory, args.cores, Path(tmp)) if args.memory else []
+            rows += memory_audio_rows(args.memory_audio, args.cores, Path(tmp)) if args.memory_audio else []
+            print_table(rows, args)
         return 0
 
     with tempfile.TemporaryDirectory(prefix="avtag-bench-") as tmp:

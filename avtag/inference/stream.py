@@ -1,4 +1,10 @@
-"""Long videos decoded a chunk of windows at a time, so memory stays bounded by the chunk.
+"""Long files read a chunk of windows at a time, so memory stays bounded by the chunk.
+
+Videos longer than ``STREAM_MIN_SECONDS`` (frames: :func:`open_stream`) and audio files longer
+than ``AUDIO_STREAM_MIN_SECONDS`` (samples: :class:`AudioStream`, soundfile formats) are read
+window by window; a video's own sound track is still decoded whole at the model's rate (20 kHz
+float32: 144 MB for 30 minutes), and so is a long audio file when a report is asked for (its
+spectrogram is averaged down, see :func:`avtag.inference.pipeline._spectrogram`).
 
 ``decode_video`` returns every sampled frame of a file at once: +~4 MiB per second of 720p at
 3 frames/s, 5.7 GB for a 30-minute 640x360 video. For a video longer than
@@ -10,9 +16,10 @@ per-window probabilities, predictions (links) and the key frames. Frames in the 
 chunks are recognised twice (one hop in ``CHUNK_WINDOWS`` windows); results are the same as
 decoding the whole file (each window sees the same frames).
 
-Our documented choices: 60 s (six 10 s windows) as the threshold, eight windows a chunk (45 s
-of video at a hop of 5 s). A file whose index decord cannot read falls back to the whole-file
-decoder, which handles truncated and odd files.
+Our documented choices: 60 s (six 10 s windows) as the video threshold, eight windows a chunk
+(45 s of video at a hop of 5 s), 10 minutes as the audio threshold. A file whose index decord
+(or soundfile) cannot read falls back to the whole-file decoder, which handles truncated and odd
+files.
 """
 
 from __future__ import annotations
