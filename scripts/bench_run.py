@@ -1,21 +1,30 @@
-"""Wall time and peak memory of ``python -m avtag.run`` on one ~10 s clip, and batch
-throughput of ``scripts/eval_dcase17.py``; prints a table.
+"""Per-stage times, wall time and peak memory of ``avtag run`` (``python -m avtag.run``) on real
+clips, against a floor pipeline doing the same work; and batch throughput of
+``scripts/eval_dcase17.py``. Prints a table.
 
-    python scripts/bench_run.py [--video clip.mp4] [--audio-checkpoint DIR] [--repeats 3]
+    python scripts/bench_run.py [--clips A.mp4 B.mp4 C.mp4] [--audio-checkpoint DIR] [--repeats 1]
                                 [--batch-clips 8] [--cores 2]
+    python scripts/bench_run.py --memory 1 30   # peak RSS of the video branch on 1- and 30-min videos
+    python scripts/bench_run.py --memory-audio 10 120   # peak RSS of a CRNN on 10-min and 2-hour wavs
 
 Each measurement is a fresh process (imports and model loading included), pinned to
 ``--cores`` CPU cores with ``taskset`` when available and ``OMP_NUM_THREADS`` set to match;
-peak memory is the child's maximum resident set size (``wait4``). Without
-``--audio-checkpoint`` an *untrained* CRNN (004 §3.2 architecture) is exported to a temporary
-folder for timing: speed does not depend on the weights, and the output says so. The default
-clip is ``../shared/data/videos/chaplin.mp4`` (9.6 s, with sound) when present, otherwise a
-synthetic 10 s video with a tone is written with PyAV.
+peak memory is the child's maximum resident set size (``wait4``). Stage times come from the
+run's ``--json`` ``timings`` (decode, audio, waiting for the video models, video); "rest" is
+the wall time outside them (interpreter start, imports, model loading that did not overlap,
+printing, exit). The floor pipeline (``--floor CLIP``) does the same work with nothing around
+it: decord/PyAV decoding in a thread while torch imports, the same recognizer on the same
+frames, DS3 on their features, the same word-vector mapping and the same audio forward; the
+ratio column is ``avtag run`` / floor, measured in the same run. Without ``--audio-checkpoint``
+an *untrained* CRNN (004 §3.2 architecture) is exported to a temporary folder: speed does not
+depend on the weights, and the output says so. Default clips: three of ``../shared/data/videos``
+(the shared clips are at most 960x540; pass a 720p clip with ``--clips`` to time one).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -28,7 +37,60 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CLIP = ROOT.parent / "shared" / "data" / "videos" / "chaplin.mp4"
+SHARED_VIDEOS = ROOT.parent / "shared" / "data" / "videos"
+DEFAULT_CLIPS = ("chaplin.mp4", "motorcycle.mp4", "v_ZNVhz7ctTq0.mp4")
+STAGES = ("decode", "audio", "video_load_wait", "video")
+
+
+def synthetic_long_video(path: Path, minutes: float, fps: int = 5) -> Path:
+    """A 640x360 video (moving gradient, no sound) of ``minutes`` at ``fps`` frames/s, via PyAV."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("mpeg4", rate=fps)
+        video.width, video.height, video.pix_fmt = 640, 360, "yuv420p"
+        ramp = np.linspace(0, 255, 640, dtype=np.float32)
+        frame = np.empty((360, 640, 3), np.uint8)
+        for i in range(int(minutes * 60 * fps)):
+            frame[...] = ((ramp + 3 * i) % 256).astype(np.uint8)[None, :, None]
+            for packet in video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in video.encode():
+            container.mux(packet)
+    return path
+
+
+def memory_rows(minutes: list[float], cores: int, tmp_dir: Path) -> list[tuple]:
+    """Peak RSS of ``avtag run`` (video branch, 0.5 frame/s) on synthetic videos of each length."""
+    config = tmp_dir / "video.yaml"
+    config.write_text("fps: 0.5\n")
+    rows = []
+    for m in minutes:
+        video = synthetic_long_video(tmp_dir / f"long_{m:g}min.mp4", m)
+        wall, peak, code = timed([sys.executable, "-m", "avtag.run", str(video), "--video-config", str(config),
+                                  "--quiet", "--json", str(tmp_dir / "long.json")], cores)
+        rows.append((f"{m:g} min 640x360 (synthetic)", "video alone, 0.5 frame/s", "", "", "", "", "",
+                     f"{wall:.1f}" if code == 0 else "failed", "", "", f"{peak:.0f}"))
+    return rows
+
+
+def memory_audio_rows(minutes: list[float], cores: int, tmp_dir: Path) -> list[tuple]:
+    """Peak RSS of ``avtag run`` with an (untrained) CRNN on noise wavs of each length (16 kHz mono)."""
+    import soundfile as sf
+
+    checkpoint = export_untrained_crnn(tmp_dir / "crnn")
+    rows = []
+    rng = np.random.default_rng(0)
+    for m in minutes:
+        path = tmp_dir / f"long_{m:g}min.wav"
+        with sf.SoundFile(str(path), "w", samplerate=16000, channels=1, subtype="PCM_16") as handle:
+            for _ in range(int(m)):
+                handle.write((0.05 * rng.standard_normal(60 * 16000)).astype(np.float32))
+        wall, peak, code = timed([sys.executable, "-m", "avtag.run", str(path), "--audio-checkpoint", str(checkpoint),
+                                  "--quiet", "--jsonl", str(tmp_dir / "tags.jsonl")], cores)
+        rows.append((f"{m:g} min wav (16 kHz noise)", "CRNN (untrained), audio alone", "", "", "", "", "",
+                     f"{wall:.1f}" if code == 0 else "failed", "", "", f"{peak:.0f}"))
+    return rows
 
 
 def synthetic_clip(path: Path, seconds: float = 10.0) -> Path:
@@ -76,7 +138,8 @@ def export_untrained_crnn(out_dir: Path) -> Path:
 
 def timed(command: list[str], cores: int) -> tuple[float, float, int]:
     """(wall seconds, peak RSS MiB, exit code) of a fresh process on ``cores`` cores."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(cores), MKL_NUM_THREADS=str(cores), PYTHONWARNINGS="ignore")
+    env = dict(os.environ, OMP_NUM_THREADS=str(cores), MKL_NUM_THREADS=str(cores), PYTHONWARNINGS="ignore",
+               PYTHONPATH=str(ROOT))
     if shutil.which("taskset") and (os.cpu_count() or 1) >= cores:
         command = ["taskset", "-c", ",".join(str(c) for c in range(cores)), *command]
     start = time.perf_counter()
@@ -89,73 +152,149 @@ def timed(command: list[str], cores: int) -> tuple[float, float, int]:
     return wall, usage.ru_maxrss / 1024.0, proc.returncode
 
 
+def floor_pipeline(clip: str, checkpoint: str | None) -> None:
+    """The same work as ``avtag run`` with the embedded defaults, and nothing else; exits at once."""
+    import threading
+
+    decoded: dict = {}
+
+    def decode() -> None:
+        from avtag.video.decode import decode_video
+
+        decoded["video"] = decode_video(clip, fps=3.0, max_side=640, with_audio=checkpoint is not None,
+                                        audio_sample_rate=20000)
+
+    thread = threading.Thread(target=decode)
+    thread.start()
+    import torch
+
+    from avtag.video.keyframes import select_keyframes
+    from avtag.video.mapping import KnowledgeMapper
+    from avtag.video.recognize import clip_objects, load_recognizer
+
+    recognizer = load_recognizer("efficientnet_lite0", None, "cpu", 32)
+    mapper = KnowledgeMapper()
+    mapper.similarity
+    tagger = None
+    if checkpoint:
+        from avtag.audio.tagger import AudioTagger
+
+        tagger = AudioTagger.from_pretrained(checkpoint).eval()
+    thread.join()
+    video = decoded["video"]
+    with torch.inference_mode():
+        recognition = recognizer(video.frames)
+        key = select_keyframes(recognition.features, k=4).indices
+        mapper.map(*clip_objects(recognition.probs[np.asarray(key)], 10))
+        if tagger is not None and video.audio is not None:
+            tagger(torch.from_numpy(np.resize(video.audio, 200000).astype(np.float32))[None])
+    sys.stdout.flush()
+    os._exit(0)
+
+
+def measure(command: list[str], repeats: int, cores: int, json_path: Path | None) -> dict | None:
+    walls, peaks, stages = [], [], []
+    for _ in range(repeats):
+        wall, peak, code = timed(command, cores)
+        if code != 0:
+            return None
+        walls.append(wall)
+        peaks.append(peak)
+        if json_path is not None:
+            stages.append(json.loads(json_path.read_text())["timings"])
+    out = {"wall": statistics.median(walls), "peak": max(peaks)}
+    for stage in STAGES:
+        values = [t.get(stage, 0.0) for t in stages]
+        out[stage] = statistics.median(values) if values else None
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--video", help="clip to time (default: ../shared chaplin.mp4, else synthetic)")
+    parser.add_argument("--clips", nargs="+", help="clips to time (default: three shared clips)")
     parser.add_argument("--audio-checkpoint", help="exported AudioTagger (default: an untrained CRNN export)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--batch-clips", type=int, default=8, help="clips in the throughput run (0: skip)")
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--memory", nargs="+", type=float, metavar="MINUTES",
+                        help="only the memory rows: peak RSS on synthetic videos of these lengths")
+    parser.add_argument("--memory-audio", nargs="+", type=float, metavar="MINUTES",
+                        help="only the memory rows: peak RSS of a CRNN on noise wavs of these lengths")
+    parser.add_argument("--floor", metavar="CLIP", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.floor:
+        floor_pipeline(args.floor, args.audio_checkpoint)
+    if args.memory or args.memory_audio:
+        with tempfile.TemporaryDirectory(prefix="avtag-bench-") as tmp:
+            rows = memory_rows(args.memory, args.cores, Path(tmp)) if args.memory else []
+            rows += memory_audio_rows(args.memory_audio, args.cores, Path(tmp)) if args.memory_audio else []
+            print_table(rows, args)
+        return 0
 
     with tempfile.TemporaryDirectory(prefix="avtag-bench-") as tmp:
         tmp_dir = Path(tmp)
-        video = Path(args.video) if args.video else (DEFAULT_CLIP if DEFAULT_CLIP.exists() else None)
-        if video is None:
-            video = synthetic_clip(tmp_dir / "synthetic.mp4")
+        clips = [Path(c) for c in args.clips] if args.clips else [SHARED_VIDEOS / n for n in DEFAULT_CLIPS]
+        clips = [c for c in clips if c.exists()]
+        if not clips:
+            clips = [synthetic_clip(tmp_dir / "synthetic.mp4")]
             print("clip: synthetic 10 s video with a tone (no ../shared clip found)")
-        else:
-            print(f"clip: {video}")
         checkpoint = args.audio_checkpoint
         if checkpoint is None:
             checkpoint = str(export_untrained_crnn(tmp_dir / "crnn"))
             print("audio model: UNTRAINED CRNN export (architecture of 004 §3.2), for timing only")
-        else:
-            print(f"audio model: {checkpoint}")
+        from avtag.video.decode import probe
 
-        run = [sys.executable, "-m", "avtag.run", "--video", str(video), "--quiet"]
-        configs = {
-            "avtag.run, video branch alone (embedded defaults)": run,
-            "avtag.run, CRNN + video, fused": [*run, "--audio-checkpoint", checkpoint],
-            "avtag.run, CRNN + video + HTML report": [*run, "--audio-checkpoint", checkpoint,
-                                                      "--report", str(tmp_dir / "r.html")],
-        }
         rows = []
-        for name, command in configs.items():
-            walls, peaks = [], []
-            for _ in range(args.repeats):
-                wall, peak, code = timed(command, args.cores)
-                if code != 0:
-                    print(f"{name}: failed with exit code {code}")
-                    break
-                walls.append(wall)
-                peaks.append(peak)
-            if walls:
-                rows.append((name, f"{statistics.median(walls):.2f} s", f"{min(walls):.2f} s", f"{max(peaks):.0f} MiB"))
+        out_json = tmp_dir / "r.json"
+        for clip in clips:
+            info = probe(clip)
+            label = f"{clip.name} ({info.width}x{info.height}, {info.duration or 0:.1f} s)"
+            run = [sys.executable, "-m", "avtag.run", str(clip), "--quiet", "--json", str(out_json)]
+            floor = [sys.executable, str(Path(__file__).resolve()), "--floor", str(clip)]
+            for name, command, floor_command in (
+                ("video alone", run, floor),
+                ("CRNN + video", [*run, "--audio-checkpoint", checkpoint],
+                 [*floor, "--audio-checkpoint", checkpoint]),
+            ):
+                got = measure(command, args.repeats, args.cores, out_json)
+                base = measure(floor_command, args.repeats, args.cores, None)
+                if got is None:
+                    print(f"{label}, {name}: failed")
+                    continue
+                stages = [got[s] or 0.0 for s in STAGES]
+                rest = got["wall"] - sum(stages)
+                ratio = f"{got['wall'] / base['wall']:.2f}x" if base else "-"
+                rows.append((label, name, *(f"{t:.2f}" for t in stages), f"{rest:.2f}", f"{got['wall']:.2f}",
+                             f"{base['wall']:.2f}" if base else "-", ratio, f"{got['peak']:.0f}"))
 
         if args.batch_clips > 0:
-            clips = tmp_dir / "clips"
-            clips.mkdir()
+            folder = tmp_dir / "clips"
+            folder.mkdir()
             for i in range(args.batch_clips):
-                (clips / f"clip{i:03d}{video.suffix}").symlink_to(video.resolve())
-            command = [sys.executable, str(ROOT / "scripts" / "eval_dcase17.py"), "--clips-dir", str(clips),
-                       "--out", str(tmp_dir / "eval"), "--audio-checkpoint", checkpoint,
-                       "--workers", str(args.cores), "--quiet"]
+                (folder / f"clip{i:03d}{clips[0].suffix}").symlink_to(clips[0].resolve())
+            command = [sys.executable, "-m", "avtag.run", str(folder), "--audio-checkpoint", checkpoint, "--quiet",
+                       "--jsonl", str(tmp_dir / "tags.jsonl")]
             wall, peak, code = timed(command, args.cores)
             if code == 0:
-                rows.append((f"eval_dcase17.py, {args.batch_clips} clips, CRNN + video",
-                             f"{args.batch_clips / wall:.2f} clips/s", f"{wall:.1f} s total", f"{peak:.0f} MiB"))
+                rows.append((f"{args.batch_clips} x {clips[0].name}", "avtag run FOLDER, CRNN + video",
+                             "", "", "", "", "", f"{wall:.2f}", "", f"{args.batch_clips / wall:.2f} clips/s",
+                             f"{peak:.0f}"))
 
+    print_table(rows, args)
+    return 0
+
+
+def print_table(rows: list[tuple], args: argparse.Namespace) -> None:
     import platform
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
-          f"pinned to {args.cores}; {args.repeats} runs each (fresh processes)")
-    header = ("measurement", "median wall", "best wall", "peak RSS")
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(4)]
+          f"pinned to {args.cores}; median of {args.repeats} fresh process(es) each; "
+          f"load average {os.getloadavg()[0]:.1f}")
+    header = ("clip", "system", "decode s", "audio s", "wait s", "video s", "rest s", "wall s", "floor s",
+              "ratio", "peak RSS MiB")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, tuple("-" * w for w in widths), *rows]:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)))
-    print("target: <= 4 s for a 10 s clip with the embedded defaults and a CRNN checkpoint, 2 CPU cores")
-    return 0
 
 
 if __name__ == "__main__":

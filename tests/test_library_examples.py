@@ -82,6 +82,7 @@ def test_run_example(workdir, monkeypatch, capsys):
     (workdir / "street.mp4").symlink_to(shared_path("data", "videos", "chaplin.mp4"))
     out = run_snippet("run", workdir, monkeypatch, capsys)
     assert "street.mp4: audio+video" in out
+    assert "video evidence (uncalibrated, top 3)" in out and "paper-default" in out
     assert (workdir / "street.html").read_text().startswith("<!DOCTYPE html>")
 
 

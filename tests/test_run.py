@@ -1,5 +1,7 @@
-"""``python -m avtag.run``: every real clip end to end, audio-only input, sliding windows,
-time ranges, the JSON round trip and every user-error path (one line, exit code 2)."""
+"""``avtag run`` / ``python -m avtag.run``: every real clip end to end, audio-only input, sliding
+windows, time ranges, the JSON round trip, other class lists, padding that never decides, the
+10.04 s clip, --top-k/--threshold, several files, --video-config, and every user-error path
+(one line, exit code 2)."""
 
 from __future__ import annotations
 
@@ -13,19 +15,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from avtag.errors import CheckpointError
+from avtag.errors import CheckpointError, InputFileError
 from avtag.events import event_names
 from avtag.fusion import PAPER_VIDEO_EVENTS, FusionModel
-from avtag.run import (
-    AnalysisResult,
-    active_ranges,
-    analyse,
-    format_table,
-    load_audio_tagger,
-    main,
-    merge_window_frames,
-    window_starts,
-)
+from avtag.inference.results import AnalysisResult
+from avtag.inference.windows import active_ranges, merge_window_frames, window_starts
+from avtag.run import analyse, format_table, load_audio_tagger, main  # the public names stay importable here
 from tests.conftest import PROJECT_ROOT, shared_path
 
 CLIPS = ["car-detection.mp4", "chaplin.mp4", "flipping_a_pancake.mkv", "motorcycle.mp4", "seoul.mp4",
@@ -33,8 +28,9 @@ CLIPS = ["car-detection.mp4", "chaplin.mp4", "flipping_a_pancake.mkv", "motorcyc
 PAPER_AUDIO_WEIGHTS = np.array([0.2 if n in PAPER_VIDEO_EVENTS else 0.8 for n in event_names()])
 
 
-def export_tiny_crnn(out_dir: Path, thresholds: float = 0.5) -> Path:
-    """An untrained (seeded) CRNN AudioTagger export: enough to exercise the audio path."""
+def export_tiny_crnn(out_dir: Path, thresholds: float = 0.5, classes: list[str] | None = None) -> Path:
+    """An untrained (seeded) CRNN AudioTagger export: enough to exercise the audio path.
+    ``classes``: another class list than the 17 DCASE events (the model gets that many outputs)."""
     import torch
 
     from avtag.audio.features import LogMelFrontEnd
@@ -42,8 +38,9 @@ def export_tiny_crnn(out_dir: Path, thresholds: float = 0.5) -> Path:
     from avtag.audio.tagger import AudioTagger
 
     torch.manual_seed(0)
-    tagger = AudioTagger(build_model("crnn"), LogMelFrontEnd.from_preset("crnn"), thresholds=[thresholds] * 17,
-                         metadata={"note": "untrained, for tests"})
+    names = classes or event_names()
+    tagger = AudioTagger(build_model("crnn", num_classes=len(names)), LogMelFrontEnd.from_preset("crnn"),
+                         classes=names, thresholds=[thresholds] * len(names), metadata={"note": "untrained, for tests"})
     return tagger.export(out_dir)
 
 
@@ -128,6 +125,8 @@ def test_every_real_clip_end_to_end(real_results, name):
     assert result.duration > 1.0
     assert result.windows and len(result.windows) == len(window_starts(result.duration, result.window_seconds))
     assert result.keyframes and all(k.objects for k in result.keyframes)
+    assert len({k.time for k in result.keyframes}) == len(result.keyframes)  # never listed twice
+    assert result.video_evidence and result.video_evidence[0].objects
     for k in result.keyframes:  # each key frame lies in its window
         w = result.windows[k.window]
         assert w.start - 1e-6 <= k.time < w.start + result.window_seconds
@@ -150,9 +149,13 @@ def test_every_real_clip_end_to_end(real_results, name):
             assert result.detected[event_names().index(event)]
             assert all(0.0 <= a < b <= result.duration + 1e-6 for a, b in ranges)
     np.testing.assert_allclose(result.fused_probs, np.max([w.fused_probs for w in result.windows], axis=0))
-    np.testing.assert_array_equal(result.detected, result.fused_probs >= result.thresholds)
+    np.testing.assert_array_equal(result.detected, np.nan_to_num(result.thresholds, nan=2.0) <= result.fused_probs)
+    if result.mode == "video":  # the video branch alone is uncalibrated: ranked, never decided
+        assert result.threshold_source == "none" and not result.detected.any()
     table = format_table(result)
     assert all(event in table for event in event_names())
+    ranked = [line.split()[0] for line in table.splitlines()[2:19]]
+    assert ranked == [str(i) for i in range(1, 18)]
 
 
 def test_the_motorcycle_clip_is_tagged_motorcycle_by_video(real_results):
@@ -198,6 +201,14 @@ def test_no_checkpoint_runs_video_alone_and_says_so(video_branch, capsys):
     assert result.mode == "video" and result.fusion["method"] == "single branch"
     assert sum("no audio checkpoint" in note for note in result.notes) == 1
     np.testing.assert_array_equal(result.fused_probs, result.video_probs)
+    table = format_table(result)
+    # says something true: a ranking, the video evidence with its objects, how to calibrate
+    assert "detected: - (no calibrated threshold" in table and "most likely (top 3): " in table
+    assert "video evidence (uncalibrated, top 3)" in table and " <- " in table and "(video)" in table
+    assert "avtag fusion fit" in table
+    top = result.video_evidence[0]
+    assert top.event == result.classes[int(np.argmax(result.video_probs))]
+    assert sum(o.probability for o in top.objects) == pytest.approx(top.probability, abs=1e-6)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -246,7 +257,25 @@ USER_ERRORS = {
     "garbage .ckpt": (lambda d: ["--video", str(d / "tone.wav"), "--audio-checkpoint", str(d / "bad.ckpt")],
                       "not a readable checkpoint"),
     "unreadable fusion file": (lambda d: ["--video", str(d / "tone.wav"), "--fusion", str(d / "fusion.json")],
-                               "not a readable avtag fusion file"),
+                               "not valid JSON"),
+    "fusion file with NaN": (lambda d: ["--video", str(d / "tone.wav"), "--fusion", str(d / "nan.json")],
+                             "non-finite"),
+    "fusion file with wrong types": (lambda d: ["--video", str(d / "tone.wav"), "--fusion", str(d / "types.json")],
+                                     "fusion file"),
+    "fusion file classes not a list": (lambda d: ["--video", str(d / "tone.wav"), "--fusion",
+                                                  str(d / "classes.json")], "no list of class names"),
+    "silent audio-only file": (lambda d: [str(d / "silence.wav"), "--audio-checkpoint", str(d / "crnn")],
+                               "silent"),
+    "--json folder not creatable": (lambda d: [str(d / "tone.wav"), "--json", str(d / "text.mp4" / "out.json")],
+                                    "cannot create the output folder"),
+    "--threshold out of range": (lambda d: [str(d / "tone.wav"), "--threshold", "1.5"], "--threshold must be"),
+    "--top-k zero": (lambda d: [str(d / "tone.wav"), "--top-k", "0"], "--top-k must be"),
+    "--json with two inputs": (lambda d: [str(d / "tone.wav"), str(d / "tone.wav"), "--json", str(d / "o.json")],
+                               "take one input"),
+    "empty folder": (lambda d: [str(d / "ckdir")], "holds no video or audio file"),
+    "bad --video-config": (lambda d: [str(d / "tone.wav"), "--video-config", str(d / "video.yaml")],
+                           "unknown setting"),
+    "no input": (lambda d: [], "give at least one file"),
     "bad report suffix": (lambda d: ["--video", str(d / "tone.wav"), "--report", str(d / "r.pdf")],
                           "must end in .html or .png"),
 }
@@ -261,7 +290,14 @@ def user_error_runs(tmp_path_factory):
     (d / "ckdir").mkdir()
     (d / "bad.ckpt").write_bytes(b"PK\x03\x04 definitely not a checkpoint")
     (d / "fusion.json").write_text('{"format": "avtag-fusion/1", "classes": ')
+    good = FusionModel.paper_default([0.5] * 17, [0.5] * 17).to_json()
+    (d / "nan.json").write_text(json.dumps(dict(good, thresholds=[float("nan")] * 17)))
+    (d / "types.json").write_text(json.dumps(dict(good, audio_weights={"Car": 0.5}, sources="x")))
+    (d / "classes.json").write_text(json.dumps(dict(good, classes={"Car": 1})))
+    (d / "video.yaml").write_text("fps: 1.0\nframes_per_second: 2\n")
     sf.write(d / "tone.wav", np.sin(np.arange(16000) / 5.0).astype(np.float32), 16000)
+    sf.write(d / "silence.wav", np.zeros(16000, np.float32), 16000)
+    export_tiny_crnn(d / "crnn")
     videos = shared_path("data", "videos")
     (d / "truncated.mp4").write_bytes((videos / "motorcycle.mp4").read_bytes()[:4096])
     env = dict(os.environ, PYTHONWARNINGS="ignore")
@@ -310,7 +346,7 @@ class CountingRecognizer:
 def test_overlapping_windows_recognise_each_frame_once_and_match_per_window_predictions(video_branch):
     from types import SimpleNamespace
 
-    from avtag.run import run_video_branch
+    from avtag.inference.branches import run_video_windows
     from avtag.video.branch import VideoBranch
     from avtag.video.decode import decode_video
 
@@ -320,14 +356,18 @@ def test_overlapping_windows_recognise_each_frame_once_and_match_per_window_pred
     branch._recognizer = CountingRecognizer(video_branch.recognizer)
     starts = window_starts(float(decoded.duration), 4.0)  # hop 2 s: every frame lies in two windows
     assert len(starts) >= 3
-    probs, keyframes, _ = run_video_branch(branch, SimpleNamespace(frames=decoded.frames, times=decoded.times),
-                                           starts, 4.0)
+    out = run_video_windows(branch, SimpleNamespace(frames=decoded.frames, times=decoded.times), starts, 4.0)
     assert branch._recognizer.frames_seen == len(decoded.frames)
+    picked = []
     for w, start in enumerate(starts):  # the same as analysing each window's frames on its own
         inside = (decoded.times >= start - 1e-6) & (decoded.times < start + 4.0 - 1e-6)
         alone = video_branch.predict(decoded.frames[inside], times=decoded.times[inside])
-        np.testing.assert_allclose(probs[w], alone.event_probs, atol=1e-5)
-        np.testing.assert_allclose([k.time for k in keyframes if k.window == w], alone.keyframe_times)
+        np.testing.assert_allclose(out.probs[w], alone.event_probs, atol=1e-5)
+        np.testing.assert_allclose(out.predictions[w].keyframe_times, alone.keyframe_times)
+        picked.extend(alone.keyframe_times)
+    # a frame picked by two overlapping windows is listed once, under the first
+    times = [k.time for k in out.keyframes]
+    assert len(times) == len(set(times)) and set(times) == set(picked)
 
 
 def test_a_failing_background_load_is_reported_and_restores_torch_threads(tmp_path):
@@ -340,3 +380,290 @@ def test_a_failing_background_load_is_reported_and_restores_torch_threads(tmp_pa
     with pytest.raises(CheckpointError, match="weights file not found"):
         analyse(shared_path("data", "videos", "seoul.mp4"), video_branch=branch)
     assert torch.get_num_threads() == threads
+
+
+# --------------------------------------------------------------------------- other class lists
+
+
+OTHER_CLASSES = ["Car", "siren", "dog barking"]  # one DCASE event (shared with the video branch), two not
+
+
+@pytest.fixture(scope="module")
+def other_checkpoint(tmp_path_factory) -> Path:
+    return export_tiny_crnn(tmp_path_factory.mktemp("esc"), classes=OTHER_CLASSES)
+
+
+def test_a_checkpoint_with_its_own_classes_is_fused_on_the_shared_ones(other_checkpoint, video_branch):
+    tagger = load_audio_tagger(other_checkpoint)
+    result = analyse(shared_path("data", "videos", "chaplin.mp4"), audio_tagger=tagger, video_branch=video_branch)
+    assert result.classes == OTHER_CLASSES and result.video_classes == ["Car"]
+    assert result.mode == "audio+video" and result.fusion["fused_classes"] == ["Car"]
+    w = result.windows[0]
+    # Car: 004 §2.3 with the paper's audio weight 0.8 (Car is not one of the seven video events)
+    assert w.fused_probs[0] == pytest.approx(0.8 * w.audio_probs[0] + 0.2 * w.video_probs[0])
+    np.testing.assert_allclose(w.fused_probs[1:], w.audio_probs[1:])  # audio alone on the others
+    assert np.isnan(w.video_probs[1:]).all()
+    table = format_table(result)
+    assert all(name in table for name in OTHER_CLASSES) and "Ambulance" not in table.split("most likely")[0]
+    data = result.to_json()
+    json.dumps(data, allow_nan=False)  # strict JSON: no NaN for the classes video does not score
+    assert data["classes"] == OTHER_CLASSES and data["video_probs"][1:] == [None, None]
+    assert AnalysisResult.from_json(data).to_json() == data
+
+
+def test_a_checkpoint_with_its_own_classes_on_an_audio_file(other_checkpoint, noise_wav):
+    result = analyse(noise_wav, audio_tagger=load_audio_tagger(other_checkpoint))
+    assert result.mode == "audio" and result.classes == OTHER_CLASSES
+    assert result.frame_probs.shape == (250, 3) and result.threshold_source == "audio checkpoint"
+
+
+def test_a_fusion_file_over_the_shared_classes(other_checkpoint, video_branch, tmp_path):
+    from avtag.inference.cli import load_fusion_file
+
+    fusion = FusionModel.paper_default([0.3], [0.2], classes=["Car"])
+    fusion.audio_weights[:] = 0.25
+    fusion.thresholds[:] = 0.01
+    path = fusion.save(tmp_path / "fusion.json")
+    result = analyse(shared_path("data", "videos", "chaplin.mp4"), audio_tagger=load_audio_tagger(other_checkpoint),
+                     video_branch=video_branch, fusion=load_fusion_file(path))
+    w = result.windows[0]
+    assert w.fused_probs[0] == pytest.approx(0.25 * w.audio_probs[0] + 0.75 * w.video_probs[0])
+    assert result.threshold_source == "fusion file" and result.thresholds[0] == 0.01
+    np.testing.assert_allclose(result.thresholds[1:], 0.5)  # the checkpoint's own for the unfused classes
+    with pytest.raises(InputFileError, match="no entry for 'Car'"):
+        analyse(shared_path("data", "videos", "chaplin.mp4"), audio_tagger=load_audio_tagger(other_checkpoint),
+                video_branch=video_branch, fusion=FusionModel.paper_default([0.5], [0.5], classes=["Bus"]))
+
+
+# --------------------------------------------------------------------------- padding, 10.04 s, key frames
+
+
+class PaddingDetector:
+    """A model that fires (0.9) on padded frames and stays low (0.1) on real sound: the clip
+    output of max pooling over all frames would detect every class in a padded window."""
+
+    def __new__(cls, frontend, classes: int):
+        import torch
+
+        from avtag.audio.models.base import TaggingModel, TaggingOutput
+
+        with torch.no_grad():
+            pad_frame = frontend(torch.zeros(1, frontend.clip_samples))[0, 0]
+
+        class _Model(TaggingModel):
+            def __init__(self):
+                super().__init__()
+                self.register_buffer("pad_frame", pad_frame.clone())
+                self.num_classes = classes
+                self.unused = torch.nn.Parameter(torch.zeros(1))  # AudioTagger.device reads a parameter
+
+            def forward(self, features):
+                is_pad = torch.isclose(features, self.pad_frame, atol=1e-4).all(dim=-1)
+                frames = torch.where(is_pad, 0.9, 0.1)[..., None].expand(-1, -1, self.num_classes)
+                return TaggingOutput(clip_probs=frames.amax(dim=1), frame_probs=frames)
+
+        return _Model()
+
+
+@pytest.fixture(scope="module")
+def padding_tagger():
+    from avtag.audio.features import LogMelFrontEnd
+    from avtag.audio.tagger import AudioTagger
+
+    frontend = LogMelFrontEnd.from_preset("crnn")
+    return AudioTagger(PaddingDetector(frontend, 17), frontend, thresholds=[0.5] * 17).eval()
+
+
+def test_padding_never_decides_a_real_5_s_siren(padding_tagger):
+    siren = shared_path("data", "esc50", "audio", "4-102871-A-42.flac")  # ESC-50 class "siren", 5 s
+    direct = padding_tagger.predict(sf.read(siren)[0], sf.info(siren).samplerate)  # padded to 10 s
+    assert direct.clip_probs.min() == pytest.approx(0.9)  # unmasked, the padding would decide
+    result = analyse(siren, audio_tagger=padding_tagger)
+    assert len(result.windows) == 1 and result.windows[0].valid_seconds == pytest.approx(5.0)
+    np.testing.assert_allclose(result.audio_probs, 0.1)
+    assert not result.detected.any() and result.time_ranges == {}
+    assert result.frame_probs.shape[0] == round(5.0 / result.frame_hop) and result.padded_seconds == pytest.approx(5.0)
+    assert any("the clip was padded" in n and "masked" in n for n in result.notes)
+    assert "note: the clip was padded" in format_table(result)
+
+
+def test_padded_frames_of_a_real_model_never_count(tagger):
+    siren = shared_path("data", "esc50", "audio", "4-102871-A-42.flac")
+    result = analyse(siren, audio_tagger=tagger)
+    # the clip probability is the max over the real frames (MIL max pooling, 004 §2.1)
+    np.testing.assert_allclose(result.audio_probs, result.frame_probs.max(axis=0))
+    assert result.frame_probs.shape[0] == 50
+    for ranges in result.time_ranges.values():
+        assert all(b <= 5.0 + 1e-6 for _, b in ranges)
+
+
+def test_a_silent_audio_file_is_a_user_error(tagger, tmp_path):
+    silence = tmp_path / "silence.wav"
+    sf.write(silence, np.zeros(5 * 16000, np.float32), 16000)
+    with pytest.raises(InputFileError, match="silent"):
+        analyse(silence, audio_tagger=tagger)
+
+
+def test_a_10_04_s_clip_is_one_window_and_the_crop_is_noted(tagger, tmp_path):
+    clip = tmp_path / "dcase_like.wav"
+    sf.write(clip, 0.05 * np.random.default_rng(2).standard_normal(int(10.04 * 16000)).astype(np.float32), 16000)
+    result = analyse(clip, audio_tagger=tagger)
+    assert len(result.windows) == 1 and result.windows[0].start == 0.0
+    assert result.cropped_seconds == pytest.approx(0.04, abs=1e-3) and result.padded_seconds == 0.0
+    assert any("the last 0.04 s were cropped" in n for n in result.notes)
+
+
+# --------------------------------------------------------------------------- --top-k, --threshold
+
+
+def test_top_k_and_a_global_threshold(tagger, video_branch):
+    video = shared_path("data", "videos", "chaplin.mp4")
+    result = analyse(video, audio_tagger=tagger, video_branch=video_branch, top_k=5, threshold=0.3)
+    assert result.threshold_source == "--threshold"
+    np.testing.assert_array_equal(result.thresholds, 0.3)
+    np.testing.assert_array_equal(result.detected, result.fused_probs >= 0.3)
+    assert len(result.video_evidence) == min(5, int((result.windows[0].video_probs > 0).sum()))
+    table = format_table(result)
+    assert "most likely (top 5): " in table and "thresholds: --threshold" in table
+    first = result.ranking()[0]
+    assert table.splitlines()[2].split()[1] == result.classes[first].split()[0]
+
+
+def test_video_alone_with_a_threshold_decides(video_branch, capsys, tmp_path):
+    out = tmp_path / "seoul.json"
+    code = main([str(shared_path("data", "videos", "seoul.mp4")), "--threshold", "0.2", "--top-k", "2",
+                 "--json", str(out), "--quiet"])
+    assert code == 0
+    data = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON: {c}"))
+    assert data["threshold_source"] == "--threshold" and data["top_k"] == 2
+    assert data["detected"] == [p >= 0.2 for p in data["fused_probs"]]
+    assert len(data["video_evidence"]) <= 2
+
+
+# --------------------------------------------------------------------------- several files, --video-config
+
+
+def test_several_files_and_a_folder_one_row_each_a_bad_file_costs_only_itself(checkpoint, tmp_path, capsys):
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for name in ("a.wav", "b.flac"):
+        sf.write(folder / name, (0.05 * rng.standard_normal(3 * 16000)).astype(np.float32), 16000)
+    (folder / "notes.txt").write_text("not media, and not a media suffix: skipped")
+    (folder / "broken.wav").write_text("not a wav")
+    jsonl, table = tmp_path / "tags.jsonl", tmp_path / "tags.csv"
+    code = main([str(folder), "--audio-checkpoint", str(checkpoint), "--jsonl", str(jsonl), "--csv", str(table),
+                 "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 2
+    errors = captured.err.strip().splitlines()
+    assert len(errors) == 2 and "broken.wav" in errors[0] and "1 of 3 files could not be tagged" in errors[1]
+    assert captured.out.count(": audio, ") == 2
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [Path(r["input"]).name for r in rows] == ["a.wav", "b.flac", "broken.wav"]
+    assert [r["status"] for r in rows] == ["ok", "ok", "error"]
+    assert set(rows[0]["scores"]) == set(event_names()) and len(rows[0]["top_events"]) == 3
+    import csv
+
+    with table.open() as handle:
+        records = list(csv.DictReader(handle))
+    assert [r["status"] for r in records] == ["ok", "ok", "error"] and records[2]["error"].startswith(str(folder))
+    assert float(records[0]["Car"]) == pytest.approx(rows[0]["scores"]["Car"], abs=1e-4)
+
+
+def test_video_config_sets_the_video_branch_and_device_comes_from_the_command_line(tmp_path):
+    config = tmp_path / "fast.yaml"
+    config.write_text("fps: 0.5\nmax_side: 256\nnum_keyframes: 2\n")
+    out = tmp_path / "r.json"
+    assert main([str(shared_path("data", "videos", "seoul.mp4")), "--video-config", str(config), "--device", "cpu",
+                 "--json", str(out), "--quiet"]) == 0
+    video = json.loads(out.read_text())["models"]["video"]
+    assert video["fps"] == 0.5 and video["max_side"] == 256 and video["num_keyframes"] == 2
+    assert video["device"] == "cpu"
+    assert len(json.loads(out.read_text())["keyframes"]) == 2
+
+
+def test_outputs_are_checked_before_any_analysis(monkeypatch, tmp_path):
+    import avtag.inference.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "analyse", lambda *a, **k: pytest.fail("analysed before checking the output"))
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(SystemExit) as info:
+        main([str(shared_path("data", "videos", "seoul.mp4")), "--json", str(blocker / "out.json")])
+    assert info.value.code == 2
+
+
+def test_a_decode_started_before_the_models_is_used_once(monkeypatch, video_branch):
+    import avtag.video.decode as decode
+    from avtag.inference.pipeline import start_decoding
+
+    video = shared_path("data", "videos", "seoul.mp4")
+    early = start_decoding(video, video_branch.config, None, want_audio=False)
+    calls = []
+    original = decode.decode_video
+    monkeypatch.setattr(decode, "decode_video", lambda *a, **k: calls.append(k) or original(*a, **k))
+    result = analyse(video, video_branch=video_branch, decoding=early)
+    assert calls == [] and result.mode == "video"  # the early decode was used, not repeated
+    other = start_decoding(video, None, None, want_audio=False)  # other settings (fps 3): not used
+    analyse(video, video_branch=video_branch, decoding=other)
+    other.result()
+    assert sorted(c["fps"] for c in calls) == sorted([3.0, video_branch.config.fps])  # its own, and analyse's
+
+
+def test_a_long_video_streams_in_chunks_with_the_same_result(monkeypatch, tagger, video_branch):
+    import avtag.inference.pipeline as pipeline
+    import avtag.inference.stream as stream
+
+    video = shared_path("data", "videos", "car-detection.mp4")  # 30 s: 5 windows
+    whole = analyse(video, video_branch=video_branch, audio_tagger=tagger)
+    monkeypatch.setattr(pipeline, "STREAM_MIN_SECONDS", 10.0)
+    monkeypatch.setattr(stream, "CHUNK_WINDOWS", 2)
+    chunks = []
+    original = stream.StreamedVideo.frames_between
+    monkeypatch.setattr(stream.StreamedVideo, "frames_between",
+                        lambda self, a, b: chunks.append(len((got := original(self, a, b)).frames)) or got)
+    streamed = analyse(video, video_branch=video_branch, audio_tagger=tagger)
+    assert len(chunks) == 3 and max(chunks) < len(whole.windows) * 10 * video_branch.config.fps
+    assert any("decoded 2 windows at a time" in n for n in streamed.notes)
+    np.testing.assert_allclose([w.video_probs for w in streamed.windows], [w.video_probs for w in whole.windows],
+                               atol=1e-5)
+    assert [k.time for k in streamed.keyframes] == [k.time for k in whole.keyframes]
+    assert streamed.mode == whole.mode and streamed.duration == pytest.approx(whole.duration, abs=0.05)
+
+
+def test_the_report_spectrogram_of_a_long_file_is_bounded():
+    from avtag.inference.pipeline import MAX_SPECTROGRAM_FRAMES, _spectrogram
+
+    noise = (0.05 * np.random.default_rng(4).standard_normal(300 * 20000)).astype(np.float32)  # 5 min at 20 kHz
+    spectrogram, hop = _spectrogram(noise, None)
+    assert spectrogram.shape[0] <= MAX_SPECTROGRAM_FRAMES and spectrogram.shape[1] == 60
+    assert spectrogram.shape[0] * hop == pytest.approx(300.0, rel=0.01)  # still spans the whole file
+    short, short_hop = _spectrogram(noise[:10 * 20000], None)
+    assert short_hop == pytest.approx(0.005) and short.shape[0] == 2000  # short files keep full resolution
+
+
+def test_a_long_audio_file_is_read_a_window_at_a_time_with_the_same_result(monkeypatch, tagger, noise_wav):
+    import avtag.inference.stream as stream
+
+    whole = analyse(noise_wav, audio_tagger=tagger)  # 25 s, 16 kHz stereo: decoded whole
+    monkeypatch.setattr(stream, "AUDIO_STREAM_MIN_SECONDS", 20.0)
+    reads = []
+    original = stream.AudioStream.window
+    monkeypatch.setattr(stream.AudioStream, "window", lambda self, a, s: reads.append(a) or original(self, a, s))
+    streamed = analyse(noise_wav, audio_tagger=tagger)
+    assert reads == [0.0, 5.0, 10.0, 15.0] and any("one window at a time" in n for n in streamed.notes)
+    # each window is resampled on its own: equal up to the resampler's edge effects
+    np.testing.assert_allclose([w.audio_probs for w in streamed.windows], [w.audio_probs for w in whole.windows],
+                               atol=0.02)
+    assert streamed.frame_probs.shape == whole.frame_probs.shape and streamed.duration == whole.duration
+
+
+def test_a_long_silent_audio_file_is_a_user_error(monkeypatch, tagger, tmp_path):
+    import avtag.inference.stream as stream
+
+    monkeypatch.setattr(stream, "AUDIO_STREAM_MIN_SECONDS", 5.0)
+    silence = tmp_path / "long_silence.flac"
+    sf.write(silence, np.zeros(12 * 16000, np.float32), 16000)
+    with pytest.raises(InputFileError, match="silent"):
+        analyse(silence, audio_tagger=tagger)
