@@ -94,7 +94,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 import avtag
 from avtag.audio.features import LogMelFrontEnd, fit_statistics
-from avtag.audio.models.base import TaggingOutput, build_model, get
+from avtag.audio.models.base import TaggingOutput, build_model, get, segment_hop_seconds
 from avtag.audio.tagger import AudioTagger
 from avtag.data.embeddings import AUDIOSET_SEGMENT_SECONDS, class_names
 from avtag.decisions import UNTUNED_THRESHOLD, epoch_scores, parse_decision_thresholds
@@ -176,6 +176,7 @@ class TaggingModule(L.LightningModule):
         self.threshold_seed = threshold_seed
         self.feature_statistics_clips = feature_statistics_clips
         self.metadata = dict(metadata or {})
+        self.validation_clip_ids: list[str] | None = None
         self.thresholds: list[float] = self._fixed_thresholds() or [0.5] * len(self.classes)
         self.validation_scores: dict[str, float] = {}
         self._val_batches: list[tuple[Tensor, Tensor, Tensor]] = []
@@ -210,7 +211,7 @@ class TaggingModule(L.LightningModule):
         output = self.model(features)
         if output.frame_probs is not None and output.frame_probs.shape[1] > 0:
             hop = self.frontend.hop_seconds if self.frontend is not None else self.feature_hop_seconds
-            output.frame_hop = hop * features.shape[1] / output.frame_probs.shape[1]
+            output.frame_hop = segment_hop_seconds(output, hop, features.shape[1])
         return output
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
@@ -276,6 +277,16 @@ class TaggingModule(L.LightningModule):
         if not self.trainer.sanity_checking:
             self.thresholds = [float(t) for t in thresholds]
             self.validation_scores = scores | {"epoch": int(self.current_epoch), "clips": int(len(indices))}
+            self.validation_clip_ids = self._clip_ids(self.trainer.val_dataloaders, indices)
+
+    @staticmethod
+    def _clip_ids(dataloaders: Any, indices: np.ndarray) -> list[str] | None:
+        """The ids of the evaluated clips, when the dataset has manifest records (else None)."""
+        loader = dataloaders[0] if isinstance(dataloaders, list) else dataloaders
+        records = getattr(getattr(loader, "dataset", None), "records", None)
+        if records is None:
+            return None
+        return [str(records[int(i)].id) for i in indices]
 
     def on_test_epoch_end(self) -> None:
         """Score the test manifest with the checkpoint's thresholds; write avtag.evaluate's files."""
@@ -366,6 +377,9 @@ class TaggingModule(L.LightningModule):
                 "thresholds": self._threshold_source(),
                 "validation": self.validation_scores,
             }
+            # the clips the thresholds were tuned on: batch evaluation refuses to report on them
+            | ({"thresholds_tuned_on": {"split": "validation", "clip_ids": self.validation_clip_ids}}
+               if self.decision_thresholds == "tuned" and self.validation_clip_ids else {})
         )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

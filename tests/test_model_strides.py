@@ -50,7 +50,6 @@ def test_embedding_model_has_one_segment_per_embedding():
     assert segment_hop_seconds(out, 0.96, 10) == pytest.approx(0.96)
 
 
-@pytest.mark.xfail(strict=True, reason="avtag/train.py must set frame_hop with segment_hop_seconds (lead, at merge)")
 def test_training_module_reports_the_stride_hop():
     from avtag.train import TaggingModule
 

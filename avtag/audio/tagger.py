@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from avtag.audio.features import LogMelFrontEnd
-from avtag.audio.models.base import TaggingModel, TaggingOutput, build_model, strip_prefixes
+from avtag.audio.models.base import TaggingModel, TaggingOutput, build_model, segment_hop_seconds, strip_prefixes
 from avtag.atomic import check_writable, write_bytes, write_json
 from avtag.errors import CheckpointError
 from avtag.events import event_names
@@ -76,7 +76,7 @@ class AudioTagger(nn.Module):
         features = self.frontend(waveform)
         output = self.model(features)
         if output.frame_probs is not None and output.frame_probs.shape[1] > 0:
-            output.frame_hop = self.frontend.hop_seconds * features.shape[1] / output.frame_probs.shape[1]
+            output.frame_hop = segment_hop_seconds(output, self.frontend.hop_seconds, features.shape[1])
         return output
 
     @torch.inference_mode()
@@ -371,4 +371,5 @@ def _to_cpu(out: TaggingOutput) -> TaggingOutput:
         attention={k: move(v) for k, v in out.attention.items()},
         extras={k: move(v) for k, v in out.extras.items()},
         frame_hop=out.frame_hop,
+        frame_stride=out.frame_stride,
     )
