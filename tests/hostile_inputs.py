@@ -131,7 +131,6 @@ def broken_exports(good_export: Path, folder: Path, marker: Path) -> dict[str, P
         "frontend-hop-zero": lambda c: c | {"frontend": dict(c["frontend"], hop_length=0)},
         "frontend-negative-rate": lambda c: c | {"frontend": dict(c["frontend"], sample_rate=-1)},
         "frontend-nan-clip": lambda c: json.dumps(c | {"frontend": dict(c["frontend"], clip_seconds=float("nan"))}),
-        "no-classes": _drop("classes"),
         "classes-a-string": _set(["classes"], "Car"),
         "classes-too-few": _set(["classes"], config["classes"][:5]),
     }
@@ -185,7 +184,6 @@ def broken_fusion_files(good: dict[str, Any], folder: Path) -> dict[str, Path]:
         "weights-wrong-count": good | {"audio_weights": [0.5] * (n - 1)},
         "no-classes": {k: v for k, v in good.items() if k != "classes"},
         "classes-a-number": good | {"classes": 17},
-        "classes-renamed": good | {"classes": [f"class {i}" for i in range(n)]},
         "tuned-on-a-list": good | {"tuned_on": ["validation"]},
         "clip-ids-a-number": good | {"tuned_on": {"split": "validation", "clip_ids": 5}},
         "method-a-number": good | {"method": 3},

@@ -217,7 +217,11 @@ def _pyav_decode(path: Path, max_seconds: float | None, sndfile_error: str | Non
     container = _pyav_open(path, sndfile_error)
     with container:
         stream = _first_audio_stream(container, path)
-        sr = int(stream.sample_rate or stream.codec_context.sample_rate)
+        sr = int(stream.sample_rate or stream.codec_context.sample_rate or 0)
+        channels = int(getattr(stream, "channels", 0) or getattr(stream.codec_context, "channels", 0) or 0)
+        if sr <= 0 or channels <= 0:  # e.g. random bytes that FFmpeg probes as a stream of nothing
+            raise AudioDecodeError(f"not a decodable audio file (audio stream with {channels} channels at {sr} Hz"
+                                   + (f"; {sndfile_error}" if sndfile_error else "") + ")", display_path(path))
         limit = None if max_seconds is None else max(0, int(round(max_seconds * sr)))
         converter = av.AudioResampler(format="fltp", layout=stream.layout.name if stream.layout else None, rate=sr)
         declared = _declared_seconds(container, stream)
