@@ -22,6 +22,7 @@ Each row gives clips/s, the ratio to the raw floor, and the peak RSS of one load
 from __future__ import annotations
 
 import argparse
+import tempfile
 import platform
 import sys
 import time
@@ -164,7 +165,8 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dir", type=Path, default=Path("/tmp/avtag_bench_data"), help="where the pack and shards go")
+    parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "avtag_bench_data",
+                        help="where the pack and shards go (default: the system temp folder)")
     parser.add_argument("--clips", type=int, default=1500)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--sample-rate", type=int, default=20000)

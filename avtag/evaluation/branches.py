@@ -8,33 +8,13 @@ A clip longer than the window is tagged in sliding windows and max-pooled over t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from avtag.errors import AvtagError, CheckpointError
+from avtag.inference.loading import load_audio_tagger  # noqa: F401 - the one checkpoint loader, used by cli
 from avtag.inference.windows import plan_windows
 
 VIDEO_WINDOW_SECONDS = 10.0  # DCASE 2017 clip length: the video branch's analysis window
-
-
-def load_audio_tagger(path: str | Path, device: Any):
-    """An exported or checkpointed AudioTagger with any class list, on ``device`` (one-line errors)."""
-    from avtag.audio.tagger import AudioTagger
-
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError("no such audio checkpoint", path)
-    try:
-        tagger = AudioTagger.from_pretrained(path)
-    except AvtagError:
-        raise
-    except Exception as err:  # noqa: BLE001 - a config that does not rebuild a model
-        raise CheckpointError(f"not a usable audio checkpoint ({type(err).__name__}: {err})", path) from None
-    if not tagger.classes:
-        raise CheckpointError("audio checkpoint has no class list", path)
-    return tagger.to(device).eval()
 
 
 def audio_window(tagger) -> tuple[float, int]:
