@@ -44,7 +44,7 @@ def verb(command: str) -> str:
 
 def test_the_quickstart_block_is_the_documented_workflow():
     assert [verb(c) for c in quickstart_commands()] == [
-        "prepare", "train", "export", "evaluate", "eval-batch", "fusion", "eval-batch", "run", "run",
+        "prepare", "train", "export", "evaluate", "eval-batch", "eval-batch", "run", "run",
     ]
     assert "--labels esc50" in quickstart_commands()[0]
 
