@@ -35,22 +35,20 @@ Choices where the paper is silent:
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate, get_worker_info
+from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
 
 from avtag.audio.features import LogMelFrontEnd, fit_length
 from avtag.audio.io import load_audio, resample
 from avtag.data.pack import PackReader
 from avtag.data.manifests import ClipRecord, read_manifest, resolve
-from avtag.data.samplers import RatioBalancedSampler, resolve_sampler
+from avtag.data.samplers import ClassBalancedSampler, RatioBalancedSampler, resolve_sampler  # noqa: F401 (re-export)
 from avtag.errors import AvtagError, ManifestError
 from avtag.events import event_names
 
@@ -277,61 +275,6 @@ def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
     if isinstance(items, ClipBatch):
         return items.batch
     return default_collate(items)
-
-
-class ClassBalancedSampler(DistributedSampler):
-    """Indices whose consecutive blocks of ``batch_size`` are class-balanced mini-batches.
-
-    Scheme: the classes (plus one "background" group for clips without labels, if any)
-    are visited round-robin in a random order, re-drawn after each full round; each
-    visit takes the next clip of that class from a shuffled list of its clips,
-    reshuffled whenever it is used up. The round runs on across batch boundaries. Each
-    epoch yields ``num_batches * batch_size`` indices per process; the stream depends
-    only on ``(seed, epoch, rank)`` (Lightning calls :meth:`set_epoch`).
-
-    It subclasses :class:`DistributedSampler` so that Lightning does not wrap (and
-    reshuffle) it under DDP: each rank draws its own balanced stream instead.
-    """
-
-    def __init__(
-        self,
-        targets: np.ndarray | Tensor,
-        batch_size: int,
-        num_batches: int | None = None,
-        seed: int = 0,
-        num_replicas: int = 1,
-        rank: int = 0,
-    ) -> None:
-        targets = np.asarray(targets) > 0.5
-        if targets.ndim != 2 or targets.shape[0] == 0:
-            raise ValueError("targets must be a non-empty (clips, classes) multi-hot matrix")
-        if batch_size < 1:
-            raise ValueError("batch_size must be positive")
-        super().__init__(range(targets.shape[0]), num_replicas=num_replicas, rank=rank, shuffle=False, seed=seed)
-        self.batch_size = int(batch_size)
-        self.num_batches = int(num_batches) if num_batches else math.ceil(targets.shape[0] / (batch_size * num_replicas))
-        groups = [np.flatnonzero(targets[:, k]) for k in range(targets.shape[1])]
-        background = np.flatnonzero(~targets.any(axis=1))
-        self.groups = [g for g in groups if g.size] + ([background] if background.size else [])
-
-    def __len__(self) -> int:
-        return self.num_batches * self.batch_size
-
-    def __iter__(self) -> Iterator[int]:
-        rng = np.random.default_rng([self.seed, self.epoch, self.rank])
-        queues = [rng.permutation(group) for group in self.groups]
-        positions = [0] * len(self.groups)
-        order = rng.permutation(len(self.groups))
-        turn = 0
-        for _ in range(len(self)):
-            if turn == len(order):
-                order, turn = rng.permutation(len(self.groups)), 0
-            group = order[turn]
-            turn += 1
-            if positions[group] == len(queues[group]):
-                queues[group], positions[group] = rng.permutation(self.groups[group]), 0
-            yield int(queues[group][positions[group]])
-            positions[group] += 1
 
 
 def check_module_input(datamodule: L.LightningDataModule, module: Any) -> None:

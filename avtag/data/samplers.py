@@ -55,7 +55,70 @@ def xu_slots(clip_count: int) -> int:
     return len(XU_SLOT_BOUNDS) + 1
 
 
-class RatioBalancedSampler(DistributedSampler):
+class _BalancedStream(DistributedSampler):
+    """What both balanced samplers share: the checked multi-hot targets, ``num_batches *
+    batch_size`` indices per process and epoch, one stream per ``(seed, epoch, rank)``.
+
+    It subclasses :class:`DistributedSampler` so that Lightning does not wrap (and reshuffle)
+    it under DDP: each rank draws its own stream instead.
+    """
+
+    def __init__(self, targets: np.ndarray | Tensor, batch_size: int, num_batches: int | None = None,
+                 seed: int = 0, num_replicas: int = 1, rank: int = 0) -> None:
+        targets = np.asarray(targets) > 0.5
+        if targets.ndim != 2 or targets.shape[0] == 0:
+            raise ValueError("targets must be a non-empty (clips, classes) multi-hot matrix")
+        if batch_size < 1:
+            raise ValueError("batch_size must be positive")
+        super().__init__(range(targets.shape[0]), num_replicas=num_replicas, rank=rank, shuffle=False, seed=seed)
+        self.batch_size = int(batch_size)
+        self.num_batches = int(num_batches) if num_batches else math.ceil(targets.shape[0] / (batch_size * num_replicas))
+        self.targets = targets
+
+    def __len__(self) -> int:
+        return self.num_batches * self.batch_size
+
+
+class ClassBalancedSampler(_BalancedStream):
+    """Indices whose consecutive blocks of ``batch_size`` are class-balanced mini-batches.
+
+    Scheme: the classes (plus one "background" group for clips without labels, if any)
+    are visited round-robin in a random order, re-drawn after each full round; each
+    visit takes the next clip of that class from a shuffled list of its clips,
+    reshuffled whenever it is used up. The round runs on across batch boundaries. Each
+    epoch yields ``num_batches * batch_size`` indices per process; the stream depends
+    only on ``(seed, epoch, rank)`` (Lightning calls :meth:`set_epoch`).
+
+    It subclasses :class:`DistributedSampler` so that Lightning does not wrap (and
+    reshuffle) it under DDP: each rank draws its own balanced stream instead.
+    """
+
+    def __init__(self, targets: np.ndarray | Tensor, batch_size: int, num_batches: int | None = None,
+                 seed: int = 0, num_replicas: int = 1, rank: int = 0) -> None:
+        super().__init__(targets, batch_size, num_batches, seed, num_replicas, rank)
+        targets = self.targets
+        groups = [np.flatnonzero(targets[:, k]) for k in range(targets.shape[1])]
+        background = np.flatnonzero(~targets.any(axis=1))
+        self.groups = [g for g in groups if g.size] + ([background] if background.size else [])
+
+    def __iter__(self) -> Iterator[int]:
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank])
+        queues = [rng.permutation(group) for group in self.groups]
+        positions = [0] * len(self.groups)
+        order = rng.permutation(len(self.groups))
+        turn = 0
+        for _ in range(len(self)):
+            if turn == len(order):
+                order, turn = rng.permutation(len(self.groups)), 0
+            group = order[turn]
+            turn += 1
+            if positions[group] == len(queues[group]):
+                queues[group], positions[group] = rng.permutation(self.groups[group]), 0
+            yield int(queues[group][positions[group]])
+            positions[group] += 1
+
+
+class RatioBalancedSampler(_BalancedStream):
     """Indices whose consecutive blocks of ``batch_size`` are Xu-balanced mini-batches.
 
     Same constructor as :class:`avtag.data.datasets.ClassBalancedSampler`; subclasses
@@ -72,16 +135,10 @@ class RatioBalancedSampler(DistributedSampler):
         num_replicas: int = 1,
         rank: int = 0,
     ) -> None:
-        targets = np.asarray(targets) > 0.5
-        if targets.ndim != 2 or targets.shape[0] == 0:
-            raise ValueError("targets must be a non-empty (clips, classes) multi-hot matrix")
+        super().__init__(targets, batch_size, num_batches, seed, num_replicas, rank)
+        targets = self.targets
         if not targets.any():
             raise ValueError("Xu's ratio balancing needs at least one labelled clip")
-        if batch_size < 1:
-            raise ValueError("batch_size must be positive")
-        super().__init__(range(targets.shape[0]), num_replicas=num_replicas, rank=rank, shuffle=False, seed=seed)
-        self.batch_size = int(batch_size)
-        self.num_batches = int(num_batches) if num_batches else math.ceil(targets.shape[0] / (batch_size * num_replicas))
         self.groups = [np.flatnonzero(targets[:, k]) for k in range(targets.shape[1])]
         self.slots = [xu_slots(g.size) if g.size else 0 for g in self.groups]
         self.slot_list = np.repeat(np.arange(len(self.groups)), self.slots)
@@ -91,9 +148,6 @@ class RatioBalancedSampler(DistributedSampler):
         """Expected share of each class in a batch: its slots over all slots."""
         slots = np.asarray(self.slots, dtype=np.float64)
         return slots / slots.sum()
-
-    def __len__(self) -> int:
-        return self.num_batches * self.batch_size
 
     def __iter__(self) -> Iterator[int]:
         rng = np.random.default_rng([self.seed, self.epoch, self.rank])
