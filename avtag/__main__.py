@@ -1,7 +1,5 @@
 """``python -m avtag ...`` is the ``avtag`` command."""
 
-import sys
+from avtag.cli import console_main
 
-from avtag.cli import main
-
-sys.exit(main())
+console_main()

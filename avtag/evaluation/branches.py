@@ -1,8 +1,9 @@
 """The models of batch evaluation: clip probabilities of the audio tagger (windows batched across
 clips) and of the video branch, windows from :func:`avtag.inference.windows.plan_windows`.
 
-A clip longer than the window is tagged in sliding windows and max-pooled over them, as
-``avtag run`` does (the MIL "any instance" rule, 004 §2.1); a 10.04 s clip is one window.
+A clip longer than the window is tagged in sliding windows and max-pooled over them, by the
+tagger of ``avtag run`` (the MIL "any instance" rule, 004 §2.1; padding masked); a 10.04 s clip
+is one window.
 """
 
 from __future__ import annotations
@@ -25,26 +26,16 @@ def audio_window(tagger) -> tuple[float, int]:
 
 
 def audio_probs_batched(tagger, waveforms: Sequence[np.ndarray], batch_size: int) -> list[np.ndarray]:
-    """Clip probabilities (max over sliding windows) of several clips, windows batched."""
-    import torch
+    """Clip probabilities of several clips: max over their sliding windows, windows batched
+    across clips and padding masked, by the same tagger as ``avtag run``
+    (:func:`avtag.inference.branches.tag_windows`)."""
+    from avtag.inference.branches import AudioClip, tag_windows
 
     sr = tagger.frontend.sample_rate
-    window, length = audio_window(tagger)
-    pieces, owners = [], []
-    for clip, waveform in enumerate(waveforms):
-        for start in plan_windows(len(waveform) / sr, window).starts:
-            begin = int(round(start * sr))
-            piece = waveform[begin:begin + length]
-            pieces.append(np.pad(piece, (0, length - len(piece))) if len(piece) < length else piece)
-            owners.append(clip)
-    probs = []
-    with torch.inference_mode():
-        for i in range(0, len(pieces), batch_size):
-            batch = torch.from_numpy(np.stack(pieces[i:i + batch_size]).astype(np.float32)).to(tagger.device)
-            probs.append(tagger(batch).clip_probs.float().cpu().numpy())
-    window_probs = np.concatenate(probs) if probs else np.zeros((0, len(tagger.classes)))
-    owners_arr = np.asarray(owners)
-    return [window_probs[owners_arr == clip].max(axis=0) for clip in range(len(waveforms))]
+    window, _ = audio_window(tagger)
+    plans = [plan_windows(len(waveform) / sr, window) for waveform in waveforms]
+    clips = [AudioClip(w, plan.starts, plan.valid_seconds) for w, plan in zip(waveforms, plans)]
+    return [result.clip_probs.max(axis=0) for result in tag_windows(tagger, clips, window, batch_size)]
 
 
 def video_classes(branch) -> list[str]:

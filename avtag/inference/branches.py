@@ -12,7 +12,8 @@ Our documented choices:
   softmax pooling, the same max over real frames is used for padded windows only (full
   windows keep the model's own clip output). Frames in padding are dropped before the
   time-range merge as well. A model without frame outputs cannot be masked; the result says so.
-* Audio windows run in batches of ``AUDIO_BATCH``.
+* Audio windows run in batches of ``AUDIO_BATCH`` (``avtag run``) or ``--batch-size`` (batch
+  evaluation), across clips: both go through :func:`tag_windows`.
 """
 
 from __future__ import annotations
@@ -49,39 +50,59 @@ class AudioWindows:
     unmasked_windows: list[int] = field(default_factory=list)  # padded, but the model has no frame output
 
 
-def run_audio_branch(tagger, waveform: np.ndarray, starts: Sequence[float], window: float,
-                     valid_seconds: Sequence[float] | None = None, progress: bool = False) -> AudioWindows:
-    """Run ``tagger`` on the windows of ``waveform`` (mono at the tagger's rate) cut at ``starts``.
+@dataclass(frozen=True)
+class AudioClip:
+    """One file's audio for :func:`tag_windows`: mono samples at the tagger's rate (or an
+    :class:`avtag.inference.stream.AudioStream`, read a window at a time), where its windows
+    start, and how many seconds of each window are real signal (``None``: all)."""
 
-    ``valid_seconds`` (default: all full) says how much of each window is real signal; see
-    the module docstring for what happens to the rest. ``waveform`` may also be an
-    :class:`avtag.inference.stream.AudioStream`, read a window at a time.
-    """
+    waveform: object
+    starts: Sequence[float]
+    valid_seconds: Sequence[float] | None = None
+
+
+def _window_piece(waveform, start: float, sr: int, length: int) -> np.ndarray:
+    if hasattr(waveform, "window"):  # a long file, read a window at a time
+        piece = waveform.window(start, length / sr)[:length]
+    else:
+        begin = int(round(start * sr))
+        piece = waveform[begin:begin + length]
+    return np.pad(piece, (0, length - len(piece))) if len(piece) < length else piece
+
+
+def tag_windows(tagger, clips: Sequence[AudioClip], window: float, batch_size: int = AUDIO_BATCH,
+                progress: bool = False) -> list[AudioWindows]:
+    """The one sliding-window audio tagger of ``avtag run`` and batch evaluation: the windows of
+    every clip, batched ``batch_size`` at a time across clips, padding masked as the module
+    docstring says. One :class:`AudioWindows` per clip, in order."""
     import torch
 
     sr = tagger.frontend.sample_rate
     length = tagger.frontend.clip_samples or int(round(window * sr))
-    valid = [float(window)] * len(starts) if valid_seconds is None else [float(v) for v in valid_seconds]
-    batches = [list(range(i, min(i + AUDIO_BATCH, len(starts)))) for i in range(0, len(starts), AUDIO_BATCH)]
-    clip_probs: list[np.ndarray] = []
-    frame_probs: list[np.ndarray] = []
+    owners = [(c, w) for c, clip in enumerate(clips) for w in range(len(clip.starts))]
+    batches = [owners[i:i + batch_size] for i in range(0, len(owners), batch_size)]
+    clip_probs: list[list[np.ndarray]] = [[] for _ in clips]
+    frame_probs: list[list[np.ndarray]] = [[] for _ in clips]
     frame_hop = None
     with torch.inference_mode():
         for batch in progress_bar(batches, len(batches), "audio", progress):
-            pieces = []
-            for i in batch:
-                if hasattr(waveform, "window"):  # a long file, read a window at a time
-                    piece = waveform.window(starts[i], length / sr)[:length]
-                else:
-                    begin = int(round(starts[i] * sr))
-                    piece = waveform[begin:begin + length]
-                pieces.append(np.pad(piece, (0, length - len(piece))) if len(piece) < length else piece)
-            tensor = torch.from_numpy(np.stack(pieces).astype(np.float32)).to(tagger.device)
-            out = tagger(tensor)
-            clip_probs.extend(out.clip_probs.float().cpu().numpy())
-            if out.frame_probs is not None:
-                frame_probs.extend(out.frame_probs.float().cpu().numpy())
-                frame_hop = out.frame_hop
+            pieces = [_window_piece(clips[c].waveform, clips[c].starts[w], sr, length) for c, w in batch]
+            out = tagger(torch.from_numpy(np.stack(pieces).astype(np.float32)).to(tagger.device))
+            probs = out.clip_probs.float().cpu().numpy()
+            frames = out.frame_probs.float().cpu().numpy() if out.frame_probs is not None else None
+            frame_hop = out.frame_hop if frames is not None else frame_hop
+            for row, (c, _) in enumerate(batch):
+                clip_probs[c].append(probs[row])
+                if frames is not None:
+                    frame_probs[c].append(frames[row])
+    return [_mask_padding(window, clip, clip_probs[c], frame_probs[c], frame_hop) for c, clip in enumerate(clips)]
+
+
+def _mask_padding(window: float, clip: AudioClip, clip_probs: list[np.ndarray], frame_probs: list[np.ndarray],
+                  frame_hop: float | None) -> AudioWindows:
+    """One clip's windows, padded windows scored over their real frames only."""
+    n = len(clip.starts)
+    valid = [float(window)] * n if clip.valid_seconds is None else [float(v) for v in clip.valid_seconds]
     result = AudioWindows(np.stack(clip_probs).astype(np.float64), None, frame_hop)
     padded = [i for i, v in enumerate(valid) if v < window - _EPS]
     if frame_probs and frame_hop:
@@ -96,6 +117,13 @@ def run_audio_branch(tagger, waveform: np.ndarray, starts: Sequence[float], wind
     else:
         result.unmasked_windows = padded
     return result
+
+
+def run_audio_branch(tagger, waveform: np.ndarray, starts: Sequence[float], window: float,
+                     valid_seconds: Sequence[float] | None = None, progress: bool = False) -> AudioWindows:
+    """Run ``tagger`` on the windows of one file (``waveform``: mono at the tagger's rate, or an
+    :class:`avtag.inference.stream.AudioStream`) cut at ``starts``: :func:`tag_windows` on one clip."""
+    return tag_windows(tagger, [AudioClip(waveform, starts, valid_seconds)], window, progress=progress)[0]
 
 
 @dataclass
