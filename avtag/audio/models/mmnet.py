@@ -304,3 +304,22 @@ class MMNetMS(MMNet):
     """
 
     multi_scale = True
+
+
+__all__ = [
+    "MACRO_KINDS",
+    "MICRO_LOSSES",
+    "ConvStage",
+    "MMNet",
+    "MMNetMS",
+    "MicroSubnet",
+    "ResidualStage",
+    "Upsample",
+    "attention_prediction",
+    "authors_micro_loss",
+    "class_loss_weights",
+    "classifier",
+    "micro_loss",
+    "multi_head_attention",
+    "weighted_cross_entropy",
+]
