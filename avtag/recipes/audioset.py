@@ -29,7 +29,7 @@ a one-line error.
 Settings: 32 kHz is the rate of the PANNs-style models (003 §3.1 over PANNs backbones, whose
 front-end is the "cnn" preset); clips are cropped to their segment's length (10 s) when a
 download is longer (our documented choice); decoding runs in ``--workers`` processes
-(:mod:`avtag.recipes.decoding`: a clip's files tried in order, at most 300 s a file).
+(:mod:`avtag.recipes.decoding`: a clip's files tried in order, at most ``--decode-timeout`` s a file).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from avtag.data.embeddings import read_class_labels
 from avtag.data.manifests import ClipRecord, iter_manifest, write_manifest
 from avtag.errors import InputFileError, ManifestError, cli_guard
 from avtag.recipes.audioset_lists import LIST_FILES, SegmentList, read_segments  # noqa: F401 - re-exported
-from avtag.recipes.decoding import Decoder
+from avtag.recipes.decoding import DECODE_TIMEOUT, Decoder, add_decoding_arguments, check_decoding_arguments
 
 CLASS_LABELS_FILE = "class_labels_indices.csv"
 TRAINING_SPLITS = ("balanced_train", "unbalanced_train")
@@ -226,7 +226,7 @@ def write_union_manifest(parts: Sequence[Path], path: Path) -> Path:
 
 def prepare(
     lists: dict[str, Path], class_labels: Path, out_dir: Path, audio_dir: Path | None = None,
-    sample_rate: int = 32000, workers: int = 1, shards: bool = True,
+    sample_rate: int = 32000, workers: int = 1, shards: bool = True, decode_timeout: float = DECODE_TIMEOUT,
 ) -> tuple[dict[str, SplitResult], str]:
     """Parse, pair, pack, report and validate; returns the per-split results and the report."""
     labels = read_class_labels(class_labels)
@@ -240,7 +240,7 @@ def prepare(
             raise InputFileError("audio folder not found", audio_dir)
         clips, duplicates = find_clips(audio_dir)
         notes.append(f"{len(clips)} clip files found under {audio_dir} ({duplicates} duplicates ignored)")
-        decoder = Decoder(workers)  # started before any pack is opened
+        decoder = Decoder(workers, decode_timeout)  # started before any pack is opened
         try:
             for split, result in results.items():
                 pack_split(split, result, clips, out_dir, names, sample_rate, decoder, shards)
@@ -290,8 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--class-labels", type=Path, help="class_labels_indices.csv (default: in --lists-dir)")
     parser.add_argument("--audio-dir", type=Path, help="downloaded clips (searched recursively); without it only the lists are checked")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--sample-rate", type=int, default=32000, help="rate of the packed audio (default 32000, PANNs-style models)")
-    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="decoding processes")
+    add_decoding_arguments(parser, 32000, "rate of the packed audio (default 32000, PANNs-style models)")
     parser.add_argument("--no-shards", action="store_true", help="write HDF5 packs only, no streaming shards")
     return parser
 
@@ -299,15 +298,15 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_guard
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.sample_rate <= 0:
-        raise InputFileError(f"--sample-rate must be positive, got {args.sample_rate}")
+    check_decoding_arguments(args)
     if args.splits is None:
         args.splits = [s for s, name in LIST_FILES.items() if args.lists_dir and (args.lists_dir / name).is_file()]
     class_labels = args.class_labels or (args.lists_dir / CLASS_LABELS_FILE if args.lists_dir else None)
     if class_labels is None:
         raise InputFileError("no class labels file: give --class-labels or --lists-dir")
     _, report = prepare(
-        _list_paths(args), class_labels, args.out, args.audio_dir, args.sample_rate, args.workers, not args.no_shards
+        _list_paths(args), class_labels, args.out, args.audio_dir, args.sample_rate, args.workers, not args.no_shards,
+        args.decode_timeout,
     )
     print(report)
     print(f"\nreport.txt, unknown_mids.csv{', missing.csv, failures.csv, packs and manifests' if args.audio_dir else ''} in {args.out}")

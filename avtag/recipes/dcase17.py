@@ -29,7 +29,6 @@ is replaced. Every output goes through :mod:`avtag.atomic`.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ from avtag.data.manifests import ClipRecord, write_manifest
 from avtag.data.pack import PackWriter
 from avtag.errors import InputFileError, cli_guard
 from avtag.events import event_names
-from avtag.recipes.decoding import DECODE_TIMEOUT, Decoder  # noqa: F401 - Decoder re-exported: part of this module's API
+from avtag.recipes.decoding import DECODE_TIMEOUT, Decoder, add_decoding_arguments, check_decoding_arguments  # noqa: F401 - Decoder re-exported: part of this module's API
 
 # Containers PyAV decodes that soundfile does not (common downloader outputs).
 EXTRA_EXTENSIONS = ("mp3", "opus", "m4a", "mp4", "webm", "mkv", "aac")
@@ -219,23 +218,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--official-dir", type=Path, required=True, help="folder with the organisers' lists and ground truth")
     parser.add_argument("--audio-dir", type=Path, required=True, help="folder (searched recursively) with downloaded clips")
     parser.add_argument("--out", type=Path, required=True, help="output folder for packs, manifests and reports")
-    parser.add_argument("--sample-rate", type=int, default=20000, help="sample rate of the packed audio (Hz)")
-    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="decoding processes")
+    add_decoding_arguments(parser, 20000, "sample rate of the packed audio (Hz)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the balanced validation split")
     parser.add_argument("--validation-size", type=int, default=VALIDATION_SIZE,
                         help="validation positives over the 17 classes (004 §3.1: 1,142)")
     parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS), help="splits to pack")
-    parser.add_argument("--decode-timeout", type=float, default=DECODE_TIMEOUT, help="seconds one file may take to decode")
     return parser
 
 
 @cli_guard
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.sample_rate <= 0:
-        raise InputFileError(f"--sample-rate must be positive, got {args.sample_rate}")
-    if args.decode_timeout <= 0:
-        raise InputFileError(f"--decode-timeout must be positive, got {args.decode_timeout}")
+    check_decoding_arguments(args)
     result = prepare(
         args.official_dir, args.audio_dir, args.out, sample_rate=args.sample_rate, workers=args.workers,
         seed=args.seed, validation_size=args.validation_size, splits=args.splits, decode_timeout=args.decode_timeout,

@@ -11,6 +11,7 @@ corrupt file never hides a good one.
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import threading
@@ -21,7 +22,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from multiprocessing import get_context
 from typing import Union
 
-from avtag.errors import AvtagError
+from avtag.errors import AvtagError, InputFileError
 
 DECODE_TIMEOUT = 300.0  # seconds per file: our documented choice (a 10 s clip decodes in well under 1 s)
 IN_FLIGHT_PER_WORKER = 4
@@ -108,4 +109,23 @@ class Decoder:
         self.pool = None
 
 
-__all__ = ["DECODE_TIMEOUT", "IN_FLIGHT_PER_WORKER", "DecodeJob", "Decoded", "Decoder", "decode_first_readable"]
+def add_decoding_arguments(parser: argparse.ArgumentParser, sample_rate: int, rate_help: str) -> None:
+    """The options every recipe that decodes clips takes: ``--sample-rate``, ``--workers``,
+    ``--decode-timeout`` (checked by :func:`check_decoding_arguments`)."""
+    parser.add_argument("--sample-rate", type=int, default=sample_rate, help=rate_help)
+    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="decoding processes")
+    parser.add_argument("--decode-timeout", type=float, default=DECODE_TIMEOUT, help="seconds one file may take to decode")
+
+
+def check_decoding_arguments(args: argparse.Namespace) -> None:
+    """One-line errors for a non-positive ``--sample-rate`` or ``--decode-timeout``."""
+    if args.sample_rate <= 0:
+        raise InputFileError(f"--sample-rate must be positive, got {args.sample_rate}")
+    if args.decode_timeout <= 0:
+        raise InputFileError(f"--decode-timeout must be positive, got {args.decode_timeout}")
+
+
+__all__ = [
+    "add_decoding_arguments",
+    "check_decoding_arguments",
+    "DECODE_TIMEOUT", "IN_FLIGHT_PER_WORKER", "DecodeJob", "Decoded", "Decoder", "decode_first_readable"]
