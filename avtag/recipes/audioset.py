@@ -50,6 +50,7 @@ from avtag.data.manifests import ClipRecord, iter_manifest, write_manifest
 from avtag.errors import InputFileError, ManifestError, cli_guard
 from avtag.recipes.audioset_lists import LIST_FILES, SegmentList, read_segments  # noqa: F401 - re-exported
 from avtag.recipes.decoding import DECODE_TIMEOUT, Decoder, add_decoding_arguments, check_decoding_arguments
+from avtag.recipes.tables import missing_clip_table
 
 CLASS_LABELS_FILE = "class_labels_indices.csv"
 TRAINING_SPLITS = ("balanced_train", "unbalanced_train")
@@ -155,23 +156,14 @@ def report_table(results: dict[str, SplitResult], names: Sequence[str], audio: b
         )
     if not audio:
         return "\n".join(lines)
-    header = ["class"] + [f"{split} missing/total" for split in results]
-    counts = []
-    for result in results.values():
+    per_class, totals = {}, {}
+    for split, result in results.items():
         columns = result.segments.columns
         total = np.bincount([c for cols in columns for c in cols], minlength=len(names))
         missing = np.bincount([c for row in result.missing for c in columns[row]], minlength=len(names))
-        counts.append((missing, total))
-    rows = [[name] + [f"{m[i]}/{t[i]}" for m, t in counts] for i, name in enumerate(names)]
-    rows.append(["all clips"] + [f"{len(r.missing)}/{len(r.segments)}" for r in results.values()])
-    rows.append(["unreadable"] + [str(len(r.failed)) for r in results.values()])
-    rows.append(["packed"] + [str(len(r.packed)) for r in results.values()])
-    widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
-
-    return "\n".join(lines + ["", line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+        per_class[split] = list(zip(missing.tolist(), total.tolist()))
+        totals[split] = (len(result.missing), len(result.segments), len(result.failed), len(result.packed))
+    return "\n".join(lines + [""] + missing_clip_table(names, per_class, totals))
 
 
 def validate_prepared(out_dir: str | Path, splits: Iterable[str], classes: Sequence[str], sample_rate: int) -> dict[str, int]:

@@ -41,6 +41,7 @@ from avtag.data.pack import PackWriter
 from avtag.errors import InputFileError, cli_guard
 from avtag.events import event_names
 from avtag.recipes.decoding import DECODE_TIMEOUT, Decoder, add_decoding_arguments, check_decoding_arguments  # noqa: F401 - Decoder re-exported: part of this module's API
+from avtag.recipes.tables import missing_clip_table
 
 # Containers PyAV decodes that soundfile does not (common downloader outputs).
 EXTRA_EXTENSIONS = ("mp3", "opus", "m4a", "mp4", "webm", "mkv", "aac")
@@ -166,24 +167,14 @@ def _write_reports(out_dir: Path, result: PrepareReport) -> None:
 
 def missing_table(reports: dict[str, SplitReport], classes: Sequence[str]) -> str:
     """Missing / total clips per class (rows) and split (columns) as a plain-text table."""
-    header = ["class"] + [f"{split} missing/total" for split in reports]
-    rows = []
-    for name in classes:
-        row = [name]
-        for report in reports.values():
-            total = sum(1 for r in report.missing + report.packed + [f[0] for f in report.failed] if name in r.labels)
-            missing = sum(1 for r in report.missing if name in r.labels)
-            row.append(f"{missing}/{total}")
-        rows.append(row)
-    rows.append(["all clips"] + [f"{len(r.missing)}/{r.total}" for r in reports.values()])
-    rows.append(["unreadable"] + [str(len(r.failed)) for r in reports.values()])
-    rows.append(["packed"] + [str(len(r.packed)) for r in reports.values()])
-    widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
-
-    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+    per_class = {
+        split: [(sum(1 for r in report.missing if name in r.labels),
+                 sum(1 for r in report.missing + report.packed + [f[0] for f in report.failed] if name in r.labels))
+                for name in classes]
+        for split, report in reports.items()
+    }
+    totals = {split: (len(r.missing), r.total, len(r.failed), len(r.packed)) for split, r in reports.items()}
+    return "\n".join(missing_clip_table(classes, per_class, totals))
 
 
 def _figures_line(name: str, figures: dict[str, object]) -> str:
