@@ -57,6 +57,12 @@ def test_ms_follows_table_4_layout_at_527_classes():
     # taps of the authors' multi-scale Mmnet.py: block 1's and block 2's inputs, then X; up-sampled back
     assert [subnet.detector.in_channels for subnet in model.micro] == [128, 256, 384, 256, 128]
     assert all(subnet.attention.out_channels == 384 for subnet in model.micro)  # Table 1's subnet, M = 384
+    per_map = build_model("mmnet_ms", num_classes=527, attention_heads="channels")  # authors' M = K^(l)
+    assert [subnet.attention.out_channels for subnet in per_map.micro] == [128, 256, 384, 256, 128]
+    assert per_map.num_parameters == pytest.approx(8e6, abs=0.5e6)
+    assert build_model("mmnet", attention_heads="channels").num_parameters == build_model("mmnet").num_parameters
+    with pytest.raises(ValueError, match="attention_heads"):
+        build_model("mmnet", attention_heads="many")
 
 
 def test_ms_maps_have_the_strides_of_the_pyramid():

@@ -92,7 +92,9 @@ class MMNet(TaggingModel):
         time_pools: max pooling after the stem and after each block (None: 1 after the
             stem and the last block, 4 after the others; time stride 16).
         classifier_hidden: hidden FC widths of f_cls.
-        attention_heads: M, the attention heads of f_att (eq. 5-6).
+        attention_heads: M, the attention heads of f_att (eq. 5-6), or ``"channels"``: as many
+            heads as the subnet's feature map has channels (M = K^(l), the authors' multi-scale
+            ``Mmnet.py``; the same 384 as the default for the single-scale model).
         micro_kernel: segments each f_det / f_att convolution sees (1: a per-segment FC).
         micro_hidden: hidden width of f_det/f_att, or None for single layers ("+2").
         micro_weight: lambda of eq. 8.
@@ -116,7 +118,7 @@ class MMNet(TaggingModel):
         channels: Sequence[int] = (128, 256, 384, 384),
         time_pools: Sequence[int] | None = None,
         classifier_hidden: Sequence[int] = (1024, 1024),
-        attention_heads: int = 384,
+        attention_heads: int | str = 384,
         micro_kernel: int = 3,
         micro_hidden: int | None = None,
         micro_weight: float = 1.0,
@@ -128,6 +130,8 @@ class MMNet(TaggingModel):
         super().__init__()
         if isinstance(class_weights, str) and class_weights != "auto":
             raise ValueError(f"class_weights must be a list, 'auto' or None, got {class_weights!r}")
+        if isinstance(attention_heads, str) and attention_heads != "channels":
+            raise ValueError(f"attention_heads must be a number or 'channels', got {attention_heads!r}")
         if macro not in MACRO_KINDS:
             raise ValueError(f"macro must be one of {MACRO_KINDS}, got {macro!r}")
         if micro_loss not in MICRO_LOSSES:
@@ -180,7 +184,9 @@ class MMNet(TaggingModel):
             self.upsamplers = nn.ModuleList()
             micro_widths = tap_widths[-1:]
         self.micro = nn.ModuleList(
-            MicroSubnet(width, num_classes, attention_heads, micro_hidden, micro_kernel) for width in micro_widths
+            MicroSubnet(width, num_classes, width if attention_heads == "channels" else attention_heads, micro_hidden,
+                        micro_kernel)
+            for width in micro_widths
         )
         for module in self.modules():
             if isinstance(module, (nn.Conv1d, nn.ConvTranspose1d)):
@@ -296,7 +302,8 @@ class MMNetMS(MMNet):
     384, 384, 256 and up-sampling 384 -> 384 -> 256) give 9.78 M: 1.40 M more in the micro
     subnets and 0.46 M more in the up-sampling, the 1.86 M that no reading of Table 4 allows.
     The authors' multi-scale code also gives f_att as many heads as the map has channels
-    (M = K^(l)); with one M = 384 for every subnet (eq. 5 has one m) we keep Table 1's subnet.
+    (M = K^(l), ``attention_heads="channels"``: 7.52 M at 527 classes); with one M = 384 for
+    every subnet (eq. 5 has one m) the default keeps Table 1's subnet.
 
     Our documented choices: the up-sampling path has no lateral connections (002 mentions
     none); EP uses the mean of the five attention predictions; ``frame_probs`` is the mean of
