@@ -283,8 +283,9 @@ class MMNetMS(MMNet):
     convolutions (kernel = stride = 4) to the strides 4 and 1: five micro subnets, "12+10"
     layers (Table 4). Same arguments as :class:`MMNet`.
 
-    The taps are the authors' (fearofchou/mmnet ``MusciAutoTagging/net/Mmnet.py``, their
-    multi-scale ``Mmnet_1D_MS_att``): the input of block 1 (the stem's output, K = 128), the
+    The taps are the authors' (fearofchou/mmnet ``MusciAutoTagging/net/Mmnet.py``,
+    ``Mmnet_1D_MS_att``, the repository's only multi-scale M&mnet, written for music
+    auto-tagging with other widths; 002 names no tap): the input of block 1 (the stem's output, K = 128), the
     input of block 2 (block 1's pooled output, K = 256) and the final map X (K = 384); the
     up-sampled maps take the widths of the maps they are brought to (384 -> 256 -> 128).
     Size at 527 classes, Table 1's micro subnet (f_det and f_att one k = 3 convolution each,
@@ -300,7 +301,7 @@ class MMNetMS(MMNet):
     7,917,402 parameters in all, Table 4's "8M" (printed to one significant figure:
     7.5-8.5 M). Micro subnets on the block *outputs* before pooling instead (K = 256, 384,
     384, 384, 256 and up-sampling 384 -> 384 -> 256) give 9.78 M: 1.40 M more in the micro
-    subnets and 0.46 M more in the up-sampling, the 1.86 M that no reading of Table 4 allows.
+    subnets and 0.46 M more in the up-sampling (our earlier layout, 1.86 M over Table 4).
     The authors' multi-scale code also gives f_att as many heads as the map has channels
     (M = K^(l), ``attention_heads="channels"``: 7.52 M at 527 classes); with one M = 384 for
     every subnet (eq. 5 has one m) the default keeps Table 1's subnet.
