@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from avtag.atomic import atomic_write, write_csv, write_text
-from avtag.data.dcase17 import clip_id, find_audio_candidates, parse_clip_id
+from avtag.data.dcase17 import YOUTUBE_ID_LENGTH, clip_id, find_audio_candidates, parse_clip_id  # noqa: F401 - re-exported
 from avtag.data.embeddings import read_class_labels
 from avtag.data.manifests import ClipRecord, iter_manifest, write_manifest
 from avtag.errors import InputFileError, ManifestError, cli_guard
@@ -54,6 +54,7 @@ from avtag.recipes.tables import missing_clip_table
 
 CLASS_LABELS_FILE = "class_labels_indices.csv"
 TRAINING_SPLITS = ("balanced_train", "unbalanced_train")
+clip_key = clip_id  # the canonical clip id Y{youtube_id}_{start:.3f}_{end:.3f}, the name of earlier releases
 AUDIO_EXTENSIONS = frozenset(
     {".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a", ".aac", ".mp4", ".webm", ".mkv", ".aif", ".aiff"}
 )
