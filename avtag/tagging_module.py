@@ -22,7 +22,7 @@ all-positive baselines) to ``<run folder>/test/``; ``avtag evaluate`` does the s
 export. At the end of ``fit`` the real paths of the best and last checkpoints and what
 stopped the run are printed (:mod:`avtag.train_report`).
 
-Every checkpoint carries an ``"avtag"`` entry (model name/args, unprefixed weights,
+Every checkpoint carries an ``"avtag"`` entry (:mod:`avtag.checkpoint_entry`: model name/args, unprefixed weights,
 front-end config and state, classes, the thresholds tuned on validation at that epoch,
 metadata) that :meth:`avtag.audio.tagger.AudioTagger.from_pretrained` reads with
 ``torch.load(weights_only=True)``; the rest of the checkpoint is kept to plain types
