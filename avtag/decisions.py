@@ -28,6 +28,22 @@ def parse_decision_thresholds(value: str | float) -> str | float:
     return value if isinstance(value, str) else float(value)
 
 
+def fixed_thresholds(mode: str | float, count: int) -> list[float] | None:
+    """The ``count`` thresholds of a mode that tunes nothing, or None for ``"tuned"``."""
+    if mode == "tuned":
+        return None
+    return [UNTUNED_THRESHOLD if mode == "none" else float(mode)] * count
+
+
+def threshold_source(mode: str | float) -> str:
+    """Where a mode's thresholds come from, in words (written with every export and evaluation)."""
+    if mode == "tuned":
+        return "tuned on the validation set during training (004 section 3.3)"
+    if mode == "none":
+        return f"not tuned (decision_thresholds: none): {UNTUNED_THRESHOLD} for every class"
+    return f"one global threshold {float(mode)} for every class (decision_thresholds)"
+
+
 def epoch_scores(probs: np.ndarray, targets: np.ndarray, thresholds: np.ndarray, prefix: str) -> dict[str, float]:
     """Micro P/R/F1 at ``thresholds`` and the ranking scores (mAP, mean AUC, d-prime)."""
     from avtag.metrics import ranking_scores
@@ -51,4 +67,11 @@ def _finite_or_zero(value: float) -> float:
     return float(value) if np.isfinite(value) else 0.0
 
 
-__all__ = ["THRESHOLD_MODES", "UNTUNED_THRESHOLD", "epoch_scores", "parse_decision_thresholds"]
+__all__ = [
+    "THRESHOLD_MODES",
+    "UNTUNED_THRESHOLD",
+    "epoch_scores",
+    "fixed_thresholds",
+    "parse_decision_thresholds",
+    "threshold_source",
+]

@@ -44,7 +44,6 @@ Choices where the paper is silent:
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +55,7 @@ from avtag.audio.tagger import AudioTagger
 from avtag.data.datasets import ClipDataset
 from avtag.data.manifests import read_manifest
 from avtag.device import resolve_device
-from avtag.errors import AvtagError, InputFileError, ManifestError, cli_guard
+from avtag.errors import AvtagError, ManifestError, cli_guard
 from avtag.evaluate_embeddings import (
     FeatureModel,
     evaluate_embeddings,
@@ -64,7 +63,8 @@ from avtag.evaluate_embeddings import (
     load_feature_thresholds,
     run_feature_model,
 )
-from avtag.evaluate_outputs import SAVED, per_class_table, record_times, summary_lines, thresholds_json, write_outputs
+from avtag.evaluate_outputs import per_class_table, print_report, record_times, write_outputs
+from avtag.threshold_sources import SAVED, thresholds_from_source
 
 
 @torch.inference_mode()
@@ -99,34 +99,25 @@ def load_thresholds(
     source: str, tagger: AudioTagger, manifest: Path, batch_size: int, num_workers: int
 ) -> tuple[np.ndarray, str]:
     """Thresholds from ``source`` ("saved", a thresholds JSON, or a validation manifest to
-    tune on) and a description of where they came from."""
-    if source == SAVED:
-        return np.asarray(tagger.thresholds, dtype=np.float64), "saved with the model (tuned on validation in training)"
-    path = Path(source)
-    if not path.is_file():
-        raise InputFileError("no such thresholds file or validation manifest", path)
-    if path.suffix == ".json":
-        return thresholds_json(path, tagger.classes), f"file {path}"
-    if path.resolve() == manifest.resolve():
-        raise ManifestError("refusing to tune thresholds on the manifest being evaluated", path)
-    evaluated_ids = {record.id for record in read_manifest(manifest)}
-    shared = [record.id for record in read_manifest(path) if record.id in evaluated_ids]
-    if shared:
-        raise ManifestError(
-            f"{len(shared)} clip(s) of the threshold-tuning manifest are also evaluated (first: {shared[0]});"
-            " thresholds must come from a disjoint validation set",
-            path,
-        )
-    from avtag.thresholds import tune_thresholds
+    tune on, sharing no clip with ``manifest``) and a description of where they came from."""
 
-    validation = ClipDataset(path, frontend=tagger.frontend, classes=tagger.classes, on_error="report")
-    probs, _, _, failures = run_tagger(tagger, validation, batch_size, num_workers)
-    decoded = np.setdiff1d(np.arange(len(probs)), list(failures))
-    tuned = tune_thresholds(validation.targets[decoded] > 0.5, probs[decoded])
-    warning = tuned.absent_warning(tagger.classes)
-    if warning:
-        print(f"warning: {warning}", file=sys.stderr)
-    return np.asarray(tuned.thresholds, dtype=np.float64), f"tuned on {path} (004 section 3.3)"
+    def validation_scores(path: Path) -> tuple[np.ndarray, np.ndarray]:
+        if path.resolve() == manifest.resolve():
+            raise ManifestError("refusing to tune thresholds on the manifest being evaluated", path)
+        evaluated_ids = {record.id for record in read_manifest(manifest)}
+        shared = [record.id for record in read_manifest(path) if record.id in evaluated_ids]
+        if shared:
+            raise ManifestError(
+                f"{len(shared)} clip(s) of the threshold-tuning manifest are also evaluated (first: {shared[0]});"
+                " thresholds must come from a disjoint validation set",
+                path,
+            )
+        validation = ClipDataset(path, frontend=tagger.frontend, classes=tagger.classes, on_error="report")
+        probs, _, _, failures = run_tagger(tagger, validation, batch_size, num_workers)
+        decoded = np.setdiff1d(np.arange(len(probs)), list(failures))
+        return validation.targets[decoded] > 0.5, probs[decoded]
+
+    return thresholds_from_source(source, tagger.classes, tagger.thresholds, "validation manifest", validation_scores)
 
 
 def evaluate(
@@ -227,10 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             args.checkpoint, args.manifest, args.out, args.thresholds_from, args.batch_size or 16, str(device),
             args.num_workers,
         )
-    print((Path(args.out) / "per_class.md").read_text(), end="")
-    for line in summary_lines(metrics):
-        print(line)
-    print(f"outputs in {args.out}")
+    print_report(args.out, metrics)
     return 0
 
 

@@ -12,7 +12,6 @@ AudioSet) as start/end.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,8 @@ from avtag.audio.tagger import check_config, check_output_size, read_checkpoint
 from avtag.data.embeddings import AUDIOSET_SEGMENT_SECONDS, EmbeddingDataset
 from avtag.device import resolve_device
 from avtag.errors import CheckpointError, InputFileError
-from avtag.evaluate_outputs import SAVED, thresholds_json, write_outputs
+from avtag.evaluate_outputs import write_outputs
+from avtag.threshold_sources import SAVED, thresholds_from_source
 
 
 @dataclass
@@ -90,32 +90,23 @@ def load_feature_thresholds(
 ) -> tuple[np.ndarray, str]:
     """Thresholds from ``source``: "saved", a thresholds JSON, or a validation embedding
     store (no clip in common with ``store``) to tune them on."""
-    if source == SAVED:
-        return np.asarray(loaded.thresholds, dtype=np.float64), "saved with the model (tuned on validation in training)"
-    path = Path(source)
-    if not path.is_file():
-        raise InputFileError("no such thresholds file or validation embedding store", path)
-    if path.suffix == ".json":
-        return thresholds_json(path, loaded.classes), f"file {path}"
-    if path.resolve() == store.store.path.resolve():
-        raise InputFileError("refusing to tune thresholds on the store being evaluated", path)
-    validation = EmbeddingDataset(path, loaded.classes, class_labels)
-    if validation.store.has_ids and store.store.has_ids:
-        shared = set(validation.store.ids()) & set(store.store.ids())
-        if shared:
-            raise InputFileError(
-                f"{len(shared)} clip(s) of the threshold-tuning store are also evaluated (first: {sorted(shared)[0]});"
-                " thresholds must come from a disjoint validation set",
-                path,
-            )
-    from avtag.thresholds import tune_thresholds
 
-    probs, _, _ = run_feature_model(loaded, validation, batch_size, num_workers)
-    tuned = tune_thresholds(validation.targets, probs)
-    warning = tuned.absent_warning(loaded.classes)
-    if warning:
-        print(f"warning: {warning}", file=sys.stderr)
-    return np.asarray(tuned.thresholds, dtype=np.float64), f"tuned on {path} (004 section 3.3)"
+    def validation_scores(path: Path) -> tuple[np.ndarray, np.ndarray]:
+        if path.resolve() == store.store.path.resolve():
+            raise InputFileError("refusing to tune thresholds on the store being evaluated", path)
+        validation = EmbeddingDataset(path, loaded.classes, class_labels)
+        if validation.store.has_ids and store.store.has_ids:
+            shared = set(validation.store.ids()) & set(store.store.ids())
+            if shared:
+                raise InputFileError(
+                    f"{len(shared)} clip(s) of the threshold-tuning store are also evaluated (first: {sorted(shared)[0]});"
+                    " thresholds must come from a disjoint validation set",
+                    path,
+                )
+        probs, _, _ = run_feature_model(loaded, validation, batch_size, num_workers)
+        return validation.targets, probs
+
+    return thresholds_from_source(source, loaded.classes, loaded.thresholds, "validation embedding store", validation_scores)
 
 
 def evaluate_embeddings(

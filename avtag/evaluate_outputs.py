@@ -19,31 +19,7 @@ from typing import Any
 import numpy as np
 
 from avtag.atomic import write_json, write_text
-from avtag.errors import InputFileError
-from avtag.validate import read_json, require_finite
-
-SAVED = "saved"
-
-
-def thresholds_json(path: Path, classes: list[str]) -> np.ndarray:
-    """Thresholds for ``classes`` from a ``thresholds.json`` (``{"classes", "thresholds"}`` or
-    ``{class: threshold}``), finite and in [0, 1]."""
-    data = read_json(path, "a thresholds JSON file")
-    try:
-        if isinstance(data, dict) and "thresholds" in data:
-            names = data.get("classes", classes)
-            values = dict(zip(names, data["thresholds"], strict=True))
-        elif isinstance(data, dict):
-            values = dict(data)
-        else:
-            raise TypeError("expected an object")
-        picked = [values[name] for name in classes]
-    except (ValueError, TypeError, KeyError) as err:
-        raise InputFileError(f"not a thresholds file for this model's {len(classes)} classes ({err})", path) from None
-    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in picked):
-        raise InputFileError("thresholds must be numbers", path)
-    return require_finite(picked, "thresholds", path, low=0.0, high=1.0)
-
+from avtag.threshold_sources import SAVED, thresholds_json  # noqa: F401 - re-exported: part of this module's API
 
 def record_times(records: list[Any], clip_seconds: float | None) -> dict[str, tuple[float, float]]:
     """Each clip's start/end for ``predictions.csv``: the record's ``start``/``end`` (default 0
@@ -205,3 +181,37 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
 
 
 __all__ = ["SAVED", "finite", "record_times", "per_class_table", "summary_lines", "thresholds_json", "write_outputs", "write_probabilities"]
+
+
+def print_report(out_dir: str | Path, metrics: dict[str, Any]) -> None:
+    """Print the per-class table, the summary lines and where the files are."""
+    out_dir = Path(out_dir)
+    print((out_dir / "per_class.md").read_text(), end="")
+    for line in summary_lines(metrics):
+        print(line)
+    print(f"outputs in {out_dir.resolve()}")
+
+
+def write_dataset_outputs(
+    out_dir: str | Path,
+    header: dict[str, Any],
+    dataset: Any,
+    indices: np.ndarray,
+    targets: np.ndarray,
+    clip_probs: np.ndarray,
+    classes: list[str],
+    thresholds: np.ndarray,
+    threshold_source: str,
+) -> dict[str, Any]:
+    """:func:`write_outputs` for the clips ``indices`` of a training data set (``avtag train
+    test``): clip ids and times from its manifest records when it has them, else the indices."""
+    records = [dataset.records[int(i)] for i in indices] if hasattr(dataset, "records") else None
+    ids = [r.id for r in records] if records else [str(int(i)) for i in indices]
+    return write_outputs(
+        out_dir, header, ids=ids,
+        truth={rid: [classes[c] for c in np.flatnonzero(row)] for rid, row in zip(ids, targets, strict=True)},
+        targets=targets, clip_probs=clip_probs, classes=classes, thresholds=thresholds,
+        threshold_source=threshold_source,
+        times=record_times(records, getattr(dataset, "clip_seconds", None)) if records else {},
+    )
+

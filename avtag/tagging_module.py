@@ -22,7 +22,7 @@ all-positive baselines) to ``<run folder>/test/``; ``avtag evaluate`` does the s
 export. At the end of ``fit`` the real paths of the best and last checkpoints and what
 stopped the run are printed (:mod:`avtag.train_report`).
 
-Every checkpoint carries an ``"avtag"`` entry (model name/args, unprefixed weights,
+Every checkpoint carries an ``"avtag"`` entry (:mod:`avtag.checkpoint_entry`: model name/args, unprefixed weights,
 front-end config and state, classes, the thresholds tuned on validation at that epoch,
 metadata) that :meth:`avtag.audio.tagger.AudioTagger.from_pretrained` reads with
 ``torch.load(weights_only=True)``; the rest of the checkpoint is kept to plain types
@@ -97,7 +97,8 @@ from avtag.audio.features import LogMelFrontEnd, fit_statistics
 from avtag.audio.models.base import TaggingOutput, build_model, get, segment_hop_seconds
 from avtag.audio.tagger import AudioTagger
 from avtag.data.embeddings import AUDIOSET_SEGMENT_SECONDS, class_names
-from avtag.decisions import UNTUNED_THRESHOLD, epoch_scores, parse_decision_thresholds
+from avtag.checkpoint_entry import avtag_entry, make_hyper_parameters_plain, plain
+from avtag.decisions import epoch_scores, fixed_thresholds, parse_decision_thresholds, threshold_source
 from avtag.errors import AvtagError
 from avtag.events import event_names
 
@@ -184,10 +185,7 @@ class TaggingModule(L.LightningModule):
 
     def _fixed_thresholds(self) -> list[float] | None:
         """The thresholds of a mode that tunes nothing (None for "tuned")."""
-        mode = self.decision_thresholds
-        if mode == "tuned":
-            return None
-        return [UNTUNED_THRESHOLD if mode == "none" else float(mode)] * len(self.classes)
+        return fixed_thresholds(self.decision_thresholds, len(self.classes))
 
     def _complete_model_args(self, model_name: str, model_args: dict[str, Any]) -> dict[str, Any]:
         accepted = inspect.signature(get(model_name).__init__).parameters
@@ -290,7 +288,7 @@ class TaggingModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         """Score the test manifest with the checkpoint's thresholds; write avtag.evaluate's files."""
-        from avtag.evaluate_outputs import record_times, summary_lines, write_outputs
+        from avtag.evaluate_outputs import print_report, write_dataset_outputs
 
         if not self._val_batches:
             return
@@ -302,29 +300,15 @@ class TaggingModule(L.LightningModule):
             return
         dataloader = self.trainer.test_dataloaders
         dataset = (dataloader[0] if isinstance(dataloader, list) else dataloader).dataset
-        records = [dataset.records[int(i)] for i in indices] if hasattr(dataset, "records") else None
-        ids = [r.id for r in records] if records else [str(int(i)) for i in indices]
         out = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "test"
-        metrics = write_outputs(
-            out, {"checkpoint": str(self.trainer.ckpt_path), "manifest": str(getattr(dataset, "manifest", ""))},
-            ids=ids,
-            truth={rid: [self.classes[c] for c in np.flatnonzero(row)] for rid, row in zip(ids, targets_np, strict=True)},
-            targets=targets_np, clip_probs=probs_np, classes=self.classes, thresholds=thresholds,
-            threshold_source=self._threshold_source(),
-            times=record_times(records, getattr(dataset, "clip_seconds", None)) if records else {},
+        header = {"checkpoint": str(self.trainer.ckpt_path), "manifest": str(getattr(dataset, "manifest", ""))}
+        metrics = write_dataset_outputs(
+            out, header, dataset, indices, targets_np, probs_np, self.classes, thresholds, self._threshold_source()
         )
-        print((out / "per_class.md").read_text(), end="")
-        for line in summary_lines(metrics):
-            print(line)
-        print(f"test outputs in {out.resolve()}")
+        print_report(out, metrics)
 
     def _threshold_source(self) -> str:
-        mode = self.decision_thresholds
-        if mode == "tuned":
-            return "tuned on the validation set during training (004 section 3.3)"
-        if mode == "none":
-            return f"not tuned (decision_thresholds: none): {UNTUNED_THRESHOLD} for every class"
-        return f"one global threshold {float(mode)} for every class (decision_thresholds)"
+        return threshold_source(self.decision_thresholds)
 
     # ------------------------------------------------------------------ optimisation
 
@@ -369,7 +353,7 @@ class TaggingModule(L.LightningModule):
 
     def _metadata(self) -> dict[str, Any]:
         inputs = {"input": "features", "feature_hop_seconds": self.feature_hop_seconds} if self.frontend is None else {}
-        return _plain(
+        return plain(
             self.metadata
             | inputs
             | {
@@ -383,22 +367,9 @@ class TaggingModule(L.LightningModule):
         )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["avtag"] = {
-            "model_name": self.model.model_name,
-            "model_args": _plain(self.model.model_args),
-            "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "frontend": self.frontend.config if self.frontend is not None else None,
-            "frontend_state": (
-                {k: v.detach().cpu() for k, v in self.frontend.state_dict().items()} if self.frontend is not None else {}
-            ),
-            "classes": list(self.classes),
-            "thresholds": [float(t) for t in self.thresholds],
-            "metadata": self._metadata()
-            | {"epoch": int(self.current_epoch), "global_step": int(self.global_step)},
-        }
-        for key in ("hyper_parameters", "datamodule_hyper_parameters"):
-            if key in checkpoint:
-                checkpoint[key] = _plain(dict(checkpoint[key]))
+        metadata = self._metadata() | {"epoch": int(self.current_epoch), "global_step": int(self.global_step)}
+        checkpoint["avtag"] = avtag_entry(self.model, self.frontend, self.classes, self.thresholds, metadata)
+        make_hyper_parameters_plain(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         package = checkpoint.get("avtag") or {}
@@ -411,24 +382,6 @@ class TaggingModule(L.LightningModule):
             self.thresholds = [float(t) for t in values]
         if self.frontend is not None and (package.get("frontend") or {}).get("standardize"):
             self.frontend.standardize = True
-
-
-def _plain(value: Any) -> Any:
-    """``value`` reduced to what ``torch.load(weights_only=True)`` accepts: JSON-like
-    containers, numbers, strings, tensors; callables and classes become their import path."""
-    if value is None or isinstance(value, (bool, int, float, str, Tensor)):
-        return value
-    if isinstance(value, (np.integer, np.floating, np.bool_)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if callable(value) and hasattr(value, "__qualname__"):
-        return f"{value.__module__}.{value.__qualname__}"
-    return repr(value)
 
 
 __all__ = ["SELECTION_METRIC", "TaggingModule", "paper_plateau", "paper_sgd"]

@@ -108,6 +108,23 @@ def _corpus(tmp_path):
     return {"train": lists / "train.csv", "eval": lists / "eval.csv"}, lists / "classes.csv", audio
 
 
+def test_a_corrupt_download_does_not_hide_a_good_one_of_the_same_clip(tmp_path):
+    """The recipe tries a clip's files in order (.wav first): a broken .wav falls back to the .flac."""
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "classes.csv").write_text(CLASSES_CSV)
+    (lists / "eval.csv").write_text("EEEEEEEEEEE,0,10,/m/0jbk\n")
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    (audio / "EEEEEEEEEEE_0_10.wav").write_bytes(b"RIFF not really")
+    sf.write(audio / "EEEEEEEEEEE_0.000_10.000.flac", np.random.default_rng(0).uniform(-0.5, 0.5, 10 * 8000), 8000)
+    found, duplicates = find_clips(audio)
+    assert [p.suffix for p in found["YEEEEEEEEEEE_0.000_10.000"]] == [".wav", ".flac"] and duplicates == 1
+    results, _ = prepare({"eval": lists / "eval.csv"}, lists / "classes.csv", tmp_path / "out", audio,
+                         sample_rate=8000, workers=1, shards=False)
+    assert results["eval"].packed == [0] and results["eval"].failed == []
+
+
 def test_prepare_pairs_reports_packs_shards_and_validates(tmp_path):
     lists, classes, audio = _corpus(tmp_path)
     found, duplicates = find_clips(audio)

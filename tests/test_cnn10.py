@@ -5,9 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from avtag.audio.models import build_model, from_pretrained
+from avtag.audio.models import build_model
 from avtag.audio.models.cnn10 import CNN10
 from conftest import train_and_score
+from model_checks import (
+    assert_gradients_reach_every_parameter,
+    assert_one_classifier_for_clips_and_frames,
+    assert_round_trip,
+)
 
 
 SMALL = dict(num_classes=4, n_mels=16, channels=[8, 16, 32, 32], embedding_dim=32)
@@ -35,16 +40,7 @@ def test_other_lengths(frames, segments):
 
 
 def test_clip_and_frame_outputs_use_the_same_classifier():
-    model = CNN10(**SMALL).eval()
-    x = torch.randn(2, 200, 16)
-    with torch.no_grad():
-        out = model(x)
-        frames = model.frame_features(x)
-        pooled = frames.max(dim=1).values + frames.mean(dim=1)  # max + mean over time
-        expected_clip = torch.sigmoid(model.fc_classes(torch.relu(model.fc_embedding(pooled))))
-        expected_frames = torch.sigmoid(model.fc_classes(torch.relu(model.fc_embedding(frames))))
-    torch.testing.assert_close(out.clip_probs, expected_clip)
-    torch.testing.assert_close(out.frame_probs, expected_frames)
+    assert_one_classifier_for_clips_and_frames(CNN10(**SMALL), torch.randn(2, 200, 16))
 
 
 def test_no_dropout_before_the_output_layer_as_panns_cnn10():
@@ -60,22 +56,12 @@ def test_no_dropout_before_the_output_layer_as_panns_cnn10():
 
 def test_gradients_reach_every_parameter():
     torch.manual_seed(0)
-    model = CNN10(**SMALL).train()
-    out = model(torch.randn(4, 64, 16))
-    model.loss(out, torch.tensor([[1.0, 0, 1, 0]] * 4)).backward()
-    for name, param in model.named_parameters():
-        assert param.grad is not None and param.grad.abs().sum() > 0, name
+    assert_gradients_reach_every_parameter(CNN10(**SMALL), torch.randn(4, 64, 16), torch.tensor([[1.0, 0, 1, 0]] * 4))
 
 
 def test_serialize_round_trip(tmp_path):
-    model = CNN10(**SMALL).eval()
-    path = tmp_path / "cnn10.pt"
-    torch.save(model.serialize(), path)
-    restored = from_pretrained(path).eval()
+    restored = assert_round_trip(CNN10(**SMALL), torch.randn(2, 100, 16), tmp_path)
     assert restored.model_args["channels"] == [8, 16, 32, 32]
-    x = torch.randn(2, 100, 16)
-    with torch.no_grad():
-        torch.testing.assert_close(restored(x).clip_probs, model(x).clip_probs)
 
 
 def test_learns_the_weak_label_task():

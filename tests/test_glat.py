@@ -11,6 +11,7 @@ from avtag.audio.models import available_models, from_pretrained
 from avtag.audio.models.base import binary_cross_entropy
 from avtag.audio.models.glat import GLAT, clamp_window_starts, crop_windows, max_mean_pool, select_local_windows
 from avtag.data.synthetic import make_tone_features
+from model_checks import assert_gradients_reach_every_parameter, assert_round_trip
 
 # Small backbones (16 mel bins, 4 classes) for speed.
 BACKBONES = {
@@ -157,22 +158,14 @@ def test_clip_shorter_than_tau_uses_the_whole_clip():
 @pytest.mark.parametrize("backbone", ["crnn", "cnn10", "sca"])
 def test_gradients_reach_every_parameter_of_both_streams(backbone):
     torch.manual_seed(0)
-    model = small_glat(backbone, num_local_clips=2, local_seconds=1.0, frames_per_second=100).train()
-    out = model(torch.randn(3, 200, 16))
-    model.loss(out, torch.tensor([[1.0, 0, 1, 0]] * 3)).backward()
-    for name, param in model.named_parameters():
-        assert param.grad is not None and param.grad.abs().sum() > 0, name
+    model = small_glat(backbone, num_local_clips=2, local_seconds=1.0, frames_per_second=100)
+    assert_gradients_reach_every_parameter(model, torch.randn(3, 200, 16), torch.tensor([[1.0, 0, 1, 0]] * 3))
 
 
 def test_serialize_round_trip(tmp_path):
-    model = small_glat("crnn", num_local_clips=2, local_seconds=1.5).eval()
-    path = tmp_path / "glat.pt"
-    torch.save(model.serialize(), path)
-    restored = from_pretrained(path).eval()
+    model = small_glat("crnn", num_local_clips=2, local_seconds=1.5)
+    restored = assert_round_trip(model, torch.randn(2, 400, 16), tmp_path)
     assert restored.model_args["backbone"] == "crnn" and restored.local_frames == 300
-    x = torch.randn(2, 400, 16)
-    with torch.no_grad():
-        torch.testing.assert_close(restored(x).clip_probs, model(x).clip_probs)
 
 
 def test_learns_the_weak_label_task():

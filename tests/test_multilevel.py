@@ -16,6 +16,7 @@ from avtag.audio.models.multilevel import (
     average_outputs,
 )
 from avtag.data.synthetic import make_tone_features
+from model_checks import assert_gradients_reach_every_parameter, assert_round_trip
 
 
 SMALL = dict(num_classes=4, depth=3, hidden_dim=16, gru_hidden=8, encoder_channels=4, encoder_dim=16,
@@ -186,11 +187,8 @@ def test_weight_sharing_removes_exactly_the_per_level_attention_and_gru_copies()
 
 @pytest.mark.parametrize("share", [True, False])
 def test_gradients_reach_every_parameter(share):
-    model = small(share_weights=share).train()
-    out = model(torch.randn(3, 200, 64))
-    model.loss(out, torch.tensor([[1.0, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 1]])).backward()
-    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
-    assert missing == []
+    targets = torch.tensor([[1.0, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 1]])
+    assert_gradients_reach_every_parameter(small(share_weights=share), torch.randn(3, 200, 64), targets)
 
 
 # --------------------------------------------------------------------------- learning
@@ -277,14 +275,4 @@ def test_serialize_round_trip_gives_identical_outputs(tmp_path, name, args, shap
     model = build_model(name, **args)
     model.train()
     model(torch.randn(*shape))  # move BatchNorm statistics off their defaults
-    model.eval()
-    features = torch.randn(*shape)
-    path = tmp_path / "model.pt"
-    torch.save(model.serialize(), path)
-    for source in (model.serialize(), path):
-        restored = from_pretrained(source).eval()
-        assert restored.model_args == model.model_args
-        with torch.no_grad():
-            a, b = model(features), restored(features)
-        assert torch.equal(a.clip_probs, b.clip_probs)
-        assert torch.equal(a.frame_probs, b.frame_probs)
+    assert_round_trip(model, torch.randn(*shape), tmp_path, exact=True)

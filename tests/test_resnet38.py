@@ -6,9 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from avtag.audio.models import available_models, build_model, from_pretrained
+from avtag.audio.models import available_models, build_model
 from avtag.audio.models.resnet38 import ResNet38
 from conftest import train_and_score
+from model_checks import (
+    assert_gradients_reach_every_parameter,
+    assert_one_classifier_for_clips_and_frames,
+    assert_round_trip,
+)
 
 SMALL = dict(num_classes=4, n_mels=16, embedding_dim=32, stage_channels=[8, 8, 16, 16], stage_blocks=[1, 1, 1, 1])
 
@@ -38,14 +43,7 @@ def test_other_lengths(frames, segments):
 
 
 def test_clip_and_frame_outputs_use_the_same_classifier():
-    model = ResNet38(**SMALL).eval()
-    x = torch.randn(2, 96, 16)
-    with torch.no_grad():
-        out = model(x)
-        frames = model.frame_features(x)
-        head = lambda v: torch.sigmoid(model.fc_classes(torch.relu(model.fc_embedding(v))))  # noqa: E731
-        torch.testing.assert_close(out.clip_probs, head(frames.amax(dim=1) + frames.mean(dim=1)))
-        torch.testing.assert_close(out.frame_probs, head(frames))
+    assert_one_classifier_for_clips_and_frames(ResNet38(**SMALL), torch.randn(2, 96, 16))
 
 
 def test_gradients_reach_every_parameter():
@@ -53,20 +51,12 @@ def test_gradients_reach_every_parameter():
     model = ResNet38(**SMALL).train()
     for block in model.resnet:  # zero-initialised last BN would block the first step's conv1 gradients
         torch.nn.init.ones_(block.bn2.weight)
-    model.loss(model(torch.randn(4, 64, 16)), torch.tensor([[1.0, 0, 1, 0]] * 4)).backward()
-    for name, param in model.named_parameters():
-        assert param.grad is not None and param.grad.abs().sum() > 0, name
+    assert_gradients_reach_every_parameter(model, torch.randn(4, 64, 16), torch.tensor([[1.0, 0, 1, 0]] * 4))
 
 
 def test_serialize_round_trip(tmp_path):
-    model = ResNet38(**SMALL).eval()
-    path = tmp_path / "resnet38.pt"
-    torch.save(model.serialize(), path)
-    restored = from_pretrained(path).eval()
-    assert type(restored) is ResNet38 and restored.model_args["stage_channels"] == [8, 8, 16, 16]
-    x = torch.randn(2, 64, 16)
-    with torch.no_grad():
-        torch.testing.assert_close(restored(x).clip_probs, model(x).clip_probs)
+    restored = assert_round_trip(ResNet38(**SMALL), torch.randn(2, 64, 16), tmp_path)
+    assert restored.model_args["stage_channels"] == [8, 8, 16, 16]
 
 
 def test_learns_the_weak_label_task():

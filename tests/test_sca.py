@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import average_precision_score
 
-from avtag.audio.models import build_model, from_pretrained
+from avtag.audio.models import build_model
 from avtag.audio.models.sca import (
     AttentionModule,
     ChannelAttention,
@@ -17,6 +17,7 @@ from avtag.audio.models.sca import (
     SpatialAttention,
 )
 from avtag.data.synthetic import make_tone_features
+from model_checks import assert_gradients_reach_every_parameter, assert_round_trip
 
 
 SMALL = dict(channels=[4, 8, 8, 16, 16, 32, 32], n_mels=32, input_frames=200, reduction=4)
@@ -286,11 +287,8 @@ def test_parameter_count_of_attention_modules_matches_layer_sizes():
 
 @pytest.mark.parametrize("attention", ["sca", "csa", "c//s"])
 def test_gradients_reach_every_parameter(attention):
-    model = small(attention=attention, attention_blocks=3).train()
-    out = model(torch.randn(3, 200, 32))
-    model.loss(out, torch.tensor([[1.0, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 1]])).backward()
-    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
-    assert missing == []
+    targets = torch.tensor([[1.0, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 1]])
+    assert_gradients_reach_every_parameter(small(attention=attention, attention_blocks=3), torch.randn(3, 200, 32), targets)
 
 
 def test_learns_the_synthetic_weak_label_task():
@@ -319,14 +317,4 @@ def test_learns_the_synthetic_weak_label_task():
 def test_serialize_round_trip_gives_identical_outputs(tmp_path):
     model = small(attention="c//s", attention_blocks=2, spatial_branches=["local"]).eval()
     randomise_norms(model)
-    features = torch.randn(2, 230, 32)
-    path = tmp_path / "sca.pt"
-    torch.save(model.serialize(), path)
-    for source in (model.serialize(), path):
-        restored = from_pretrained(source).eval()
-        assert restored.model_args == model.model_args
-        with torch.no_grad():
-            a, b = model(features), restored(features)
-        assert torch.equal(a.clip_probs, b.clip_probs)
-        assert torch.equal(a.frame_probs, b.frame_probs)
-        assert torch.equal(a.attention["joint_block7"], b.attention["joint_block7"])
+    assert_round_trip(model, torch.randn(2, 230, 32), tmp_path, exact=True, attention_keys=["joint_block7"])

@@ -85,28 +85,29 @@ def _fusion_source_mismatches(fusion, models: dict[str, Any]) -> list[str]:
     return warnings
 
 
+def _branch_system(branch: str, names: list[str], thresholds: Any, source: str, fusion: Any, fusion_given: bool) -> System:
+    """One branch's system: its own thresholds, replaced on the fused classes by the fusion
+    file's thresholds for that branch when a fusion file is given."""
+    thresholds = np.array(thresholds, dtype=np.float64)
+    if fusion_given:
+        fused_index = {c: i for i, c in enumerate(fusion.classes)}
+        tuned = fusion.audio_thresholds if branch == "audio" else fusion.video_thresholds
+        for c, name in enumerate(names):
+            if name in fused_index:
+                thresholds[c] = tuned[fused_index[name]]
+        source += f", the fusion file's {branch} thresholds on the fused classes"
+    return System(branch, names, thresholds, source)
+
+
 def _systems(tagger, branch_classes: dict[str, list[str]], fusion, fusion_given: bool) -> list[System]:
     systems = []
-    shared = set(fusion.classes) if fusion is not None else set()
-    fused_index = {c: i for i, c in enumerate(fusion.classes)} if fusion is not None else {}
     if "audio" in branch_classes:
-        thresholds = np.asarray(tagger.thresholds, dtype=np.float64).copy()
-        source = "the audio checkpoint's"
-        if fusion_given:
-            for c, name in enumerate(branch_classes["audio"]):
-                if name in shared:
-                    thresholds[c] = fusion.audio_thresholds[fused_index[name]]
-            source += ", the fusion file's audio thresholds on the fused classes"
-        systems.append(System("audio", branch_classes["audio"], thresholds, source))
+        systems.append(_branch_system("audio", branch_classes["audio"], tagger.thresholds, "the audio checkpoint's",
+                                      fusion, fusion_given))
     if "video" in branch_classes:
-        thresholds = np.full(len(branch_classes["video"]), DEFAULT_VIDEO_THRESHOLD)
-        source = f"untuned {DEFAULT_VIDEO_THRESHOLD}"
-        if fusion_given:
-            for c, name in enumerate(branch_classes["video"]):
-                if name in shared:
-                    thresholds[c] = fusion.video_thresholds[fused_index[name]]
-            source += ", the fusion file's video thresholds on the fused classes"
-        systems.append(System("video", branch_classes["video"], thresholds, source))
+        names = branch_classes["video"]
+        systems.append(_branch_system("video", names, np.full(len(names), DEFAULT_VIDEO_THRESHOLD),
+                                      f"untuned {DEFAULT_VIDEO_THRESHOLD}", fusion, fusion_given))
     if fusion is not None:
         systems.append(System("fused", list(fusion.classes), fusion.thresholds,
                               f"fusion ({fusion.method})" + (" file" if fusion_given else ", untuned")))

@@ -3,14 +3,8 @@
     avtag prepare audioset --lists-dir ../shared/data/audioset --audio-dir ~/audioset_audio \\
         --out data/audioset [--splits balanced_train eval] [--sample-rate 32000] [--workers 8]
 
-Segment lists (one streaming pass, no step quadratic in the 2,041,789 segments of the
-unbalanced list): the official layout (``#`` comment lines, ``, ``-separated fields, quoted
-MID lists: ``--PJHxphWEs, 30.000, 40.000, "/m/09x0r,/t/dd00088"``) and the re-saved variants
-people have (comment lines dropped, no spaces, integer seconds, unquoted single MIDs). When
-the official header states ``num_segs`` / ``num_positive_labels`` the parse is checked
-against them. MIDs map to columns through ``class_labels_indices.csv`` (527 classes); an
-unknown MID is counted per split in the report and listed in ``unknown_mids.csv``, never
-dropped silently.
+Segment lists: :mod:`avtag.recipes.audioset_lists` (both layouts, header counts checked,
+unknown MIDs counted per split and listed in ``unknown_mids.csv``, never dropped silently).
 
 Clips are paired by name, found anywhere under ``--audio-dir``: ``YTID_start_end.ext`` with
 or without a leading ``Y``, times as ``30.000``, ``030.000`` (``%06.3f``) or ``30``, any
@@ -34,211 +28,62 @@ a one-line error.
 
 Settings: 32 kHz is the rate of the PANNs-style models (003 §3.1 over PANNs backbones, whose
 front-end is the "cnn" preset); clips are cropped to their segment's length (10 s) when a
-download is longer (our documented choice); decoding runs in ``--workers`` processes.
+download is longer (our documented choice); decoding runs in ``--workers`` processes
+(:mod:`avtag.recipes.decoding`: a clip's files tried in order, at most ``--decode-timeout`` s a file).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import os
-import re
 import sys
-import time
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from avtag.atomic import atomic_write, write_text
+from avtag.atomic import atomic_write, write_csv, write_text
+from avtag.data.dcase17 import YOUTUBE_ID_LENGTH, clip_id, find_audio_candidates, parse_clip_id  # noqa: F401 - re-exported
 from avtag.data.embeddings import read_class_labels
 from avtag.data.manifests import ClipRecord, iter_manifest, write_manifest
-from avtag.errors import AvtagError, InputFileError, ManifestError, cli_guard
+from avtag.errors import InputFileError, ManifestError, cli_guard
+from avtag.recipes.audioset_lists import LIST_FILES, SegmentList, read_segments  # noqa: F401 - re-exported
+from avtag.recipes.decoding import DECODE_TIMEOUT, Decoder, add_decoding_arguments, check_decoding_arguments
+from avtag.recipes.tables import missing_clip_table
 
-LIST_FILES: dict[str, str] = {
-    "balanced_train": "balanced_train_segments.csv",
-    "unbalanced_train": "unbalanced_train_segments.csv",
-    "eval": "eval_segments.csv",
-}
 CLASS_LABELS_FILE = "class_labels_indices.csv"
 TRAINING_SPLITS = ("balanced_train", "unbalanced_train")
-YOUTUBE_ID_LENGTH = 11
+clip_key = clip_id  # the canonical clip id Y{youtube_id}_{start:.3f}_{end:.3f}, the name of earlier releases
 AUDIO_EXTENSIONS = frozenset(
     {".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a", ".aac", ".mp4", ".webm", ".mkv", ".aif", ".aiff"}
 )
-_HEADER_COUNT = re.compile(r"(num_segs|num_positive_labels)=(\d+)")
-
-
-def clip_key(youtube_id: str, start: float, end: float) -> str:
-    """The canonical clip id ``Y{youtube_id}_{start:.3f}_{end:.3f}`` (as for DCASE 2017)."""
-    return f"Y{youtube_id}_{start:.3f}_{end:.3f}"
-
-
-# ----------------------------------------------------------------------------- segment lists
-
-
-@dataclass
-class SegmentList:
-    """The segments of one list, compactly: ids, times, label columns, unknown MIDs."""
-
-    path: Path
-    keys: list[str] = field(default_factory=list)
-    starts: list[float] = field(default_factory=list)
-    ends: list[float] = field(default_factory=list)
-    columns: list[tuple[int, ...]] = field(default_factory=list)
-    unknown: list[tuple[str, str]] = field(default_factory=list)  # (clip id, MID)
-    seconds: float = 0.0
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    @property
-    def num_labels(self) -> int:
-        return sum(map(len, self.columns)) + len(self.unknown)
-
-
-def read_segments(path: str | Path, mid_to_column: dict[str, int]) -> SegmentList:
-    """Parse an AudioSet segment list in either layout (see the module docstring)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileError("no such segment list", path)
-    started = time.perf_counter()
-    segments = SegmentList(path)
-    stated: dict[str, int] = {}
-    seen: set[str] = set()
-    with path.open(encoding="utf-8", newline="") as fh:
-        for lineno, line in enumerate(fh, 1):
-            line = line.strip()
-            if not line:
-                continue
-            if line.startswith("#"):
-                stated.update((name, int(value)) for name, value in _HEADER_COUNT.findall(line))
-                continue
-            fields = line.split(",", 3)
-            if len(fields) != 4:
-                raise InputFileError(f"line {lineno}: expected YTID, start, end, labels; got {line[:80]!r}", path)
-            youtube_id, start_text, end_text, label_text = (text.strip() for text in fields)
-            if youtube_id == "YTID":  # a header row without its '#'
-                continue
-            try:
-                start, end = float(start_text), float(end_text)
-            except ValueError:
-                raise InputFileError(f"line {lineno}: bad start/end {start_text!r}/{end_text!r}", path) from None
-            if len(youtube_id) != YOUTUBE_ID_LENGTH or not end > start:
-                raise InputFileError(f"line {lineno}: {youtube_id!r} {start_text}-{end_text} is not an 11-character id and a time span", path)
-            if label_text.startswith('"'):
-                if not label_text.endswith('"') or len(label_text) < 2:
-                    raise InputFileError(f"line {lineno}: unterminated quoted label list", path)
-                label_text = label_text[1:-1]
-            key = clip_key(youtube_id, start, end)
-            if key in seen:
-                raise InputFileError(f"line {lineno}: segment {key} listed twice", path)
-            seen.add(key)
-            columns = []
-            for mid in label_text.split(","):
-                mid = mid.strip()
-                if not mid:
-                    continue
-                column = mid_to_column.get(mid)
-                if column is None:
-                    segments.unknown.append((key, mid))
-                else:
-                    columns.append(column)
-            segments.keys.append(key)
-            segments.starts.append(start)
-            segments.ends.append(end)
-            segments.columns.append(tuple(sorted(set(columns))))
-    segments.seconds = time.perf_counter() - started
-    if not segments.keys:
-        raise InputFileError("segment list has no segments", path)
-    if "num_segs" in stated and stated["num_segs"] != len(segments):
-        raise InputFileError(f"header states {stated['num_segs']} segments, parsed {len(segments)}", path)
-    if "num_positive_labels" in stated and stated["num_positive_labels"] != segments.num_labels:
-        raise InputFileError(f"header states {stated['num_positive_labels']} labels, parsed {segments.num_labels}", path)
-    return segments
 
 
 # ----------------------------------------------------------------------------- pairing with clips
 
 
 def clip_name_key(name: str) -> str | None:
-    """Canonical clip id of a downloaded file's name, or None when it is not a clip name.
+    """Canonical clip id of a downloaded file's name, or None when it is not a clip name
+    (:func:`avtag.data.dcase17.parse_clip_id`, after cutting any audio extension).
 
     ``-5QrBL6MzLg_60.000_70.000.flac``, ``Y-5QrBL6MzLg_060.000_070.000.wav`` and
     ``-5QrBL6MzLg_60_70.m4a`` all give ``Y-5QrBL6MzLg_60.000_70.000``.
     """
-    stem = os.path.basename(name)
-    dot = stem.rfind(".")
-    if dot > 0 and stem[dot:].lower() in AUDIO_EXTENSIONS:
-        stem = stem[:dot]
-    parts = stem.rsplit("_", 2)
-    if len(parts) != 3:
-        return None
-    youtube_id, start_text, end_text = parts
-    if len(youtube_id) == YOUTUBE_ID_LENGTH + 1 and youtube_id.startswith("Y"):
-        youtube_id = youtube_id[1:]
-    if len(youtube_id) != YOUTUBE_ID_LENGTH:
-        return None
-    try:
-        start, end = float(start_text), float(end_text)
-    except ValueError:
-        return None
-    if not end > start or round(start, 3) != start or round(end, 3) != end:
-        return None
-    return clip_key(youtube_id, start, end)
+    stem, extension = os.path.splitext(os.path.basename(name))
+    parsed = parse_clip_id(stem if extension.lower() in AUDIO_EXTENSIONS else stem + extension)
+    return clip_id(*parsed) if parsed is not None else None
 
 
-def find_clips(audio_dir: str | Path) -> tuple[dict[str, Path], int]:
-    """``(clip id -> file, duplicates)`` for every audio file under ``audio_dir``.
-
-    One walk, sorted per folder; when a clip has several files the first in walk order
-    wins and is counted in ``duplicates``."""
-    found: dict[str, Path] = {}
-    duplicates = 0
-    for folder, subfolders, files in os.walk(audio_dir):
-        subfolders.sort()
-        for name in sorted(files):
-            key = clip_name_key(name) if os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS else None
-            if key is None:
-                continue
-            if key in found:
-                duplicates += 1
-            else:
-                found[key] = Path(folder) / name
-    return found, duplicates
+def find_clips(audio_dir: str | Path) -> tuple[dict[str, list[Path]], int]:
+    """``(clip id -> its files, most preferred first; duplicates)`` for every audio file under
+    ``audio_dir`` (:func:`avtag.data.dcase17.find_audio_candidates`); ``duplicates`` counts the
+    files beyond a clip's first, which are tried only when the first does not decode."""
+    found, _ = find_audio_candidates(audio_dir, AUDIO_EXTENSIONS)
+    return found, sum(len(paths) - 1 for paths in found.values())
 
 
-# ----------------------------------------------------------------------------- decoding and packing
-
-
-def _init_worker() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-
-
-def _decode(job: tuple[str, int, float]) -> tuple[np.ndarray | None, str]:
-    """One file -> ``(mono samples at the rate, "")`` or ``(None, reason)``; never raises."""
-    from avtag.audio.io import load_audio
-
-    path, sample_rate, seconds = job
-    try:
-        samples, _ = load_audio(path, target_sr=sample_rate, mono=True, max_seconds=seconds)
-    except AvtagError as err:
-        return None, str(err)
-    except Exception as err:  # noqa: BLE001 - one bad download must not stop 2 million
-        return None, f"{type(err).__name__}: {err}"
-    return samples[: int(round(seconds * sample_rate))], ""
-
-
-def _decoded(jobs: Iterable[tuple[str, int, float]], workers: int) -> Iterator[tuple[np.ndarray | None, str]]:
-    if workers <= 1:
-        yield from map(_decode, jobs)
-        return
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
-        yield from pool.map(_decode, jobs, chunksize=8)
+# ----------------------------------------------------------------------------- packing
 
 
 @dataclass
@@ -261,10 +106,11 @@ def _record(segments: SegmentList, row: int, names: Sequence[str], split: str, p
 
 
 def pack_split(
-    split: str, result: SplitResult, clips: dict[str, Path], out_dir: Path, names: Sequence[str],
-    sample_rate: int, workers: int, shards: bool,
+    split: str, result: SplitResult, clips: dict[str, list[Path]], out_dir: Path, names: Sequence[str],
+    sample_rate: int, decoder: Decoder, shards: bool,
 ) -> None:
-    """Decode the found clips of a split into ``{split}.h5`` (+ shards) and write its manifest."""
+    """Decode the found clips of a split into ``{split}.h5`` (+ shards) and write its manifest;
+    each clip is cropped to its segment's length."""
     from avtag.data.pack import PackWriter
 
     segments = result.segments
@@ -274,12 +120,13 @@ def pack_split(
     if not present:
         return
     pack_name = f"{split}.h5"
-    jobs = ((str(clips[segments.keys[r]]), sample_rate, segments.ends[r] - segments.starts[r]) for r in present)
+    candidates = {segments.keys[r]: [str(path) for path in clips[segments.keys[r]]] for r in present}
+    jobs = [(candidates[segments.keys[r]], sample_rate, segments.ends[r] - segments.starts[r]) for r in present]
     records = []
     with PackWriter(out_dir / pack_name, sample_rate) as writer:
-        for row, (samples, reason) in zip(present, _decoded(jobs, workers), strict=True):
+        for row, (samples, _, reason) in zip(present, decoder.run(jobs), strict=True):
             if samples is None:
-                result.failed.append((row, str(clips[segments.keys[row]]), reason))
+                result.failed.append((row, " | ".join(candidates[segments.keys[row]]), reason or "unknown error"))
                 continue
             writer.add(segments.keys[row], samples)
             record = _record(segments, row, names, split, pack_name)
@@ -293,7 +140,7 @@ def pack_split(
     if shards:
         from avtag.data.streaming import write_shards
 
-        write_shards(out_dir / pack_name, records, out_dir / f"{split}.shards", workers=max(1, workers))
+        write_shards(out_dir / pack_name, records, out_dir / f"{split}.shards", workers=max(1, decoder.workers))
 
 
 # ----------------------------------------------------------------------------- report and validation
@@ -310,23 +157,14 @@ def report_table(results: dict[str, SplitResult], names: Sequence[str], audio: b
         )
     if not audio:
         return "\n".join(lines)
-    header = ["class"] + [f"{split} missing/total" for split in results]
-    counts = []
-    for result in results.values():
+    per_class, totals = {}, {}
+    for split, result in results.items():
         columns = result.segments.columns
         total = np.bincount([c for cols in columns for c in cols], minlength=len(names))
         missing = np.bincount([c for row in result.missing for c in columns[row]], minlength=len(names))
-        counts.append((missing, total))
-    rows = [[name] + [f"{m[i]}/{t[i]}" for m, t in counts] for i, name in enumerate(names)]
-    rows.append(["all clips"] + [f"{len(r.missing)}/{len(r.segments)}" for r in results.values()])
-    rows.append(["unreadable"] + [str(len(r.failed)) for r in results.values()])
-    rows.append(["packed"] + [str(len(r.packed)) for r in results.values()])
-    widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
-
-    return "\n".join(lines + ["", line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+        per_class[split] = list(zip(missing.tolist(), total.tolist()))
+        totals[split] = (len(result.missing), len(result.segments), len(result.failed), len(result.packed))
+    return "\n".join(lines + [""] + missing_clip_table(names, per_class, totals))
 
 
 def validate_prepared(out_dir: str | Path, splits: Iterable[str], classes: Sequence[str], sample_rate: int) -> dict[str, int]:
@@ -376,19 +214,12 @@ def write_union_manifest(parts: Sequence[Path], path: Path) -> Path:
     return path
 
 
-def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
-    with atomic_write(path) as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
-
-
 # ----------------------------------------------------------------------------- driver
 
 
 def prepare(
     lists: dict[str, Path], class_labels: Path, out_dir: Path, audio_dir: Path | None = None,
-    sample_rate: int = 32000, workers: int = 1, shards: bool = True,
+    sample_rate: int = 32000, workers: int = 1, shards: bool = True, decode_timeout: float = DECODE_TIMEOUT,
 ) -> tuple[dict[str, SplitResult], str]:
     """Parse, pair, pack, report and validate; returns the per-split results and the report."""
     labels = read_class_labels(class_labels)
@@ -402,13 +233,17 @@ def prepare(
             raise InputFileError("audio folder not found", audio_dir)
         clips, duplicates = find_clips(audio_dir)
         notes.append(f"{len(clips)} clip files found under {audio_dir} ({duplicates} duplicates ignored)")
-        for split, result in results.items():
-            pack_split(split, result, clips, out_dir, names, sample_rate, workers, shards)
+        decoder = Decoder(workers, decode_timeout)  # started before any pack is opened
+        try:
+            for split, result in results.items():
+                pack_split(split, result, clips, out_dir, names, sample_rate, decoder, shards)
+        finally:
+            decoder.close()
         segments_of = {split: r.segments for split, r in results.items()}
-        _write_csv(out_dir / "missing.csv", ["split", "clip_id", "mids"],
+        write_csv(out_dir / "missing.csv", ["split", "clip_id", "mids"],
                    ((split, segments_of[split].keys[row], ";".join(labels[c][0] for c in segments_of[split].columns[row]))
                     for split, r in results.items() for row in r.missing))
-        _write_csv(out_dir / "failures.csv", ["split", "clip_id", "path", "reason"],
+        write_csv(out_dir / "failures.csv", ["split", "clip_id", "path", "reason"],
                    ((split, segments_of[split].keys[row], path, reason) for split, r in results.items() for row, path, reason in r.failed))
         sizes = validate_prepared(out_dir, results, names, sample_rate)
         notes.append("validated: " + (", ".join(f"{split} {n} clips" for split, n in sizes.items()) or "no split had clips"))
@@ -416,7 +251,7 @@ def prepare(
             write_union_manifest([out_dir / f"{split}.jsonl" for split in TRAINING_SPLITS], out_dir / "full_train.jsonl")
             notes.append("full_train.jsonl: balanced_train + unbalanced_train (AudioSet-2M, 000 Table 2, 001 §4.1, 003 [22])")
     write_text(out_dir / CLASS_LABELS_FILE, class_labels.read_text(encoding="utf-8"))  # the configs' class list
-    _write_csv(out_dir / "unknown_mids.csv", ["split", "clip_id", "mid"],
+    write_csv(out_dir / "unknown_mids.csv", ["split", "clip_id", "mid"],
                ((split, key, mid) for split, r in results.items() for key, mid in r.segments.unknown))
     report = report_table(results, names, audio_dir is not None) + ("\n\n" + "\n".join(notes) if notes else "")
     write_text(out_dir / "report.txt", report + "\n")
@@ -448,8 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--class-labels", type=Path, help="class_labels_indices.csv (default: in --lists-dir)")
     parser.add_argument("--audio-dir", type=Path, help="downloaded clips (searched recursively); without it only the lists are checked")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--sample-rate", type=int, default=32000, help="rate of the packed audio (default 32000, PANNs-style models)")
-    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="decoding processes")
+    add_decoding_arguments(parser, 32000, "rate of the packed audio (default 32000, PANNs-style models)")
     parser.add_argument("--no-shards", action="store_true", help="write HDF5 packs only, no streaming shards")
     return parser
 
@@ -457,15 +291,15 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_guard
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.sample_rate <= 0:
-        raise InputFileError(f"--sample-rate must be positive, got {args.sample_rate}")
+    check_decoding_arguments(args)
     if args.splits is None:
         args.splits = [s for s, name in LIST_FILES.items() if args.lists_dir and (args.lists_dir / name).is_file()]
     class_labels = args.class_labels or (args.lists_dir / CLASS_LABELS_FILE if args.lists_dir else None)
     if class_labels is None:
         raise InputFileError("no class labels file: give --class-labels or --lists-dir")
     _, report = prepare(
-        _list_paths(args), class_labels, args.out, args.audio_dir, args.sample_rate, args.workers, not args.no_shards
+        _list_paths(args), class_labels, args.out, args.audio_dir, args.sample_rate, args.workers, not args.no_shards,
+        args.decode_timeout,
     )
     print(report)
     print(f"\nreport.txt, unknown_mids.csv{', missing.csv, failures.csv, packs and manifests' if args.audio_dir else ''} in {args.out}")

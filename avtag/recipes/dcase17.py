@@ -19,43 +19,32 @@ corrupt .flac never hides a good .wav. Writes into ``--out``:
   validation (balanced, made from the present training clips:
   :mod:`avtag.data.dcase17_validation`), test and evaluation.
 
-Reliability: decoding runs in ``--workers`` processes started with ``spawn`` before any pack
-is opened (no process inherits an open HDF5 file); each worker ignores Ctrl-C (the main
-process stops them) and exits by itself when the main process is gone (a watchdog thread),
-and one file may take at most ``--decode-timeout`` seconds. A pack is written to a temporary
-file and renamed into place when complete; a split that packs no clip keeps its old pack
-and manifest; a stale temporary file of a killed run is replaced. Every output goes through
-:mod:`avtag.atomic`.
+Reliability: decoding runs in ``--workers`` processes (:mod:`avtag.recipes.decoding`: spawned
+before any pack is opened, Ctrl-C and a killed main process handled, at most ``--decode-timeout``
+seconds a file). A pack is written to a temporary file and renamed into place when complete; a
+split that packs no clip keeps its old pack and manifest; a stale temporary file of a killed run
+is replaced. Every output goes through :mod:`avtag.atomic`.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import os
-import signal
 import sys
-import threading
-import time
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 
-from avtag.atomic import write_text
+from avtag.atomic import write_csv, write_text
 from avtag.data.dcase17 import SPLITS, VALIDATION_SIZE, find_audio_candidates, load_dcase17, split_figures
 from avtag.data.manifests import ClipRecord, write_manifest
 from avtag.data.pack import PackWriter
-from avtag.errors import AvtagError, InputFileError, cli_guard
+from avtag.errors import InputFileError, cli_guard
 from avtag.events import event_names
+from avtag.recipes.decoding import DECODE_TIMEOUT, Decoder, add_decoding_arguments, check_decoding_arguments  # noqa: F401 - Decoder re-exported: part of this module's API
+from avtag.recipes.tables import missing_clip_table
 
 # Containers PyAV decodes that soundfile does not (common downloader outputs).
 EXTRA_EXTENSIONS = ("mp3", "opus", "m4a", "mp4", "webm", "mkv", "aac")
-DECODE_TIMEOUT = 300.0  # seconds per file: our documented choice (a 10 s clip decodes in well under 1 s)
-IN_FLIGHT_PER_WORKER = 4
 
 
 @dataclass
@@ -84,80 +73,6 @@ def audio_extensions() -> list[str]:
     import soundfile
 
     return sorted({ext.lower() for ext in soundfile.available_formats()} | set(EXTRA_EXTENSIONS))
-
-
-# ----------------------------------------------------------------------------- workers
-
-
-def _watch_parent(parent: int) -> None:
-    while True:
-        time.sleep(1.0)
-        if os.getppid() != parent:  # re-parented: the main process is gone
-            os._exit(1)
-
-
-def _init_worker(parent: int) -> None:
-    import torch
-
-    torch.set_num_threads(1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
-
-
-def _decode(job: tuple[list[str], int]) -> tuple[object, str | None, str | None]:
-    """Decode the first readable file of a clip: ``(samples, path, None)`` or ``(None, None, reasons)``."""
-    from avtag.audio.io import load_audio
-
-    paths, sample_rate = job
-    reasons = []
-    for path in paths:
-        try:
-            samples, _ = load_audio(path, target_sr=sample_rate, mono=True)
-            return samples, path, None
-        except AvtagError as err:  # the path is in its own column: keep just the problem
-            text, prefix = str(err), f"{err.path}: "
-            reasons.append(text[len(prefix):] if err.path and text.startswith(prefix) else text)
-        except Exception as err:  # noqa: BLE001 - a bad file must never stop the run
-            reasons.append(f"{type(err).__name__}: {err}")
-    return None, None, "; ".join(reasons) or "no file"
-
-
-class Decoder:
-    """In-order decoding of jobs, in this process (``workers <= 1``) or in a spawned pool."""
-
-    def __init__(self, workers: int, timeout: float = DECODE_TIMEOUT) -> None:
-        self.workers, self.timeout = workers, timeout
-        self.pool = None
-        if workers > 1:
-            self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                                            initializer=_init_worker, initargs=(os.getpid(),))
-
-    def run(self, jobs: list[tuple[list[str], int]]) -> Iterator[tuple[object, str | None, str | None]]:
-        if self.pool is None:
-            yield from map(_decode, jobs)
-            return
-        window = self.workers * IN_FLIGHT_PER_WORKER
-        pending: list[Future] = [self.pool.submit(_decode, job) for job in jobs[:window]]
-        for i in range(len(jobs)):
-            future = pending[i]
-            try:
-                result = future.result(timeout=self.timeout)
-            except FutureTimeout:
-                result = (None, None, f"decoding took longer than {self.timeout:.0f} s")
-            if i + window < len(jobs):
-                pending.append(self.pool.submit(_decode, jobs[i + window]))
-            pending[i] = None  # type: ignore[call-overload]  # free the decoded samples
-            yield result
-
-    def close(self) -> None:
-        if self.pool is None:
-            return
-        processes = list(getattr(self.pool, "_processes", {}).values())  # a hung decoder must not outlive us
-        self.pool.shutdown(wait=False, cancel_futures=True)
-        for process in processes:
-            if process.is_alive():
-                process.terminate()
-        self.pool = None
 
 
 # ----------------------------------------------------------------------------- packing
@@ -237,23 +152,13 @@ def prepare(
     return result
 
 
-def _csv_text(header: list[str], rows: list[list[str]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 def _write_reports(out_dir: Path, result: PrepareReport) -> None:
     reports = result.splits
-    write_text(out_dir / "missing.csv", _csv_text(
-        ["split", "clip_id", "labels"],
-        [[split, r.id, ";".join(r.labels)] for split, report in reports.items() for r in report.missing]))
-    write_text(out_dir / "failures.csv", _csv_text(
-        ["split", "clip_id", "path", "reason"],
-        [[split, r.id, path, reason] for split, report in reports.items() for r, path, reason in report.failed]))
-    write_text(out_dir / "unmatched.csv", _csv_text(["path", "reason"], [list(row) for row in result.unmatched]))
+    write_csv(out_dir / "missing.csv", ["split", "clip_id", "labels"],
+              [[split, r.id, ";".join(r.labels)] for split, report in reports.items() for r in report.missing])
+    write_csv(out_dir / "failures.csv", ["split", "clip_id", "path", "reason"],
+              [[split, r.id, path, reason] for split, report in reports.items() for r, path, reason in report.failed])
+    write_csv(out_dir / "unmatched.csv", ["path", "reason"], result.unmatched)
     write_text(out_dir / "report.txt", summary(result) + "\n")
 
 
@@ -262,24 +167,14 @@ def _write_reports(out_dir: Path, result: PrepareReport) -> None:
 
 def missing_table(reports: dict[str, SplitReport], classes: Sequence[str]) -> str:
     """Missing / total clips per class (rows) and split (columns) as a plain-text table."""
-    header = ["class"] + [f"{split} missing/total" for split in reports]
-    rows = []
-    for name in classes:
-        row = [name]
-        for report in reports.values():
-            total = sum(1 for r in report.missing + report.packed + [f[0] for f in report.failed] if name in r.labels)
-            missing = sum(1 for r in report.missing if name in r.labels)
-            row.append(f"{missing}/{total}")
-        rows.append(row)
-    rows.append(["all clips"] + [f"{len(r.missing)}/{r.total}" for r in reports.values()])
-    rows.append(["unreadable"] + [str(len(r.failed)) for r in reports.values()])
-    rows.append(["packed"] + [str(len(r.packed)) for r in reports.values()])
-    widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
-
-    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+    per_class = {
+        split: [(sum(1 for r in report.missing if name in r.labels),
+                 sum(1 for r in report.missing + report.packed + [f[0] for f in report.failed] if name in r.labels))
+                for name in classes]
+        for split, report in reports.items()
+    }
+    totals = {split: (len(r.missing), r.total, len(r.failed), len(r.packed)) for split, r in reports.items()}
+    return "\n".join(missing_clip_table(classes, per_class, totals))
 
 
 def _figures_line(name: str, figures: dict[str, object]) -> str:
@@ -314,23 +209,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--official-dir", type=Path, required=True, help="folder with the organisers' lists and ground truth")
     parser.add_argument("--audio-dir", type=Path, required=True, help="folder (searched recursively) with downloaded clips")
     parser.add_argument("--out", type=Path, required=True, help="output folder for packs, manifests and reports")
-    parser.add_argument("--sample-rate", type=int, default=20000, help="sample rate of the packed audio (Hz)")
-    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="decoding processes")
+    add_decoding_arguments(parser, 20000, "sample rate of the packed audio (Hz)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the balanced validation split")
     parser.add_argument("--validation-size", type=int, default=VALIDATION_SIZE,
                         help="validation positives over the 17 classes (004 §3.1: 1,142)")
     parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS), help="splits to pack")
-    parser.add_argument("--decode-timeout", type=float, default=DECODE_TIMEOUT, help="seconds one file may take to decode")
     return parser
 
 
 @cli_guard
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.sample_rate <= 0:
-        raise InputFileError(f"--sample-rate must be positive, got {args.sample_rate}")
-    if args.decode_timeout <= 0:
-        raise InputFileError(f"--decode-timeout must be positive, got {args.decode_timeout}")
+    check_decoding_arguments(args)
     result = prepare(
         args.official_dir, args.audio_dir, args.out, sample_rate=args.sample_rate, workers=args.workers,
         seed=args.seed, validation_size=args.validation_size, splits=args.splits, decode_timeout=args.decode_timeout,

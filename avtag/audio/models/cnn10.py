@@ -35,23 +35,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from avtag.audio.models.base import TaggingModel, TaggingOutput, register_model
+from avtag.audio.models.conv_blocks import PooledDoubleConv
 from avtag.events import NUM_EVENTS
 
 
-class ConvBlock2d(nn.Module):
-    """Two 3x3 conv + BN + ReLU layers, then 2x2 average pooling (time, frequency)."""
-
-    def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_channels)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = F.relu(self.bn2(self.conv2(x)))
-        return F.avg_pool2d(x, kernel_size=2, ceil_mode=True)
+ConvBlock2d = PooledDoubleConv  # the name of earlier releases
 
 
 def _init_weights(module: nn.Module) -> None:
@@ -97,7 +85,7 @@ class CNN10(TaggingModel):
         self.input_norm = nn.BatchNorm1d(n_mels)
         blocks, in_channels = [], 1
         for out_channels in channels:
-            blocks.append(ConvBlock2d(in_channels, out_channels))
+            blocks.append(PooledDoubleConv(in_channels, out_channels))
             in_channels = out_channels
         self.blocks = nn.ModuleList(blocks)
         self.block_dropout = nn.Dropout(block_dropout)

@@ -32,28 +32,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from avtag.audio.models.base import TaggingModel, TaggingOutput, register_model
+from avtag.audio.models.conv_blocks import DoubleConv, avg_pool_2x2
 from avtag.events import NUM_EVENTS
 
 STAGE_BLOCKS = (3, 4, 6, 3)
 STAGE_CHANNELS = (64, 128, 256, 512)
-
-
-def _avg_pool(x: Tensor) -> Tensor:
-    return F.avg_pool2d(x, kernel_size=2, ceil_mode=True)
-
-
-class DoubleConv(nn.Module):
-    """Two 3x3 conv + BN + ReLU (PANNs' ConvBlock without its pooling)."""
-
-    def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_channels)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))
 
 
 class BasicBlock(nn.Module):
@@ -73,7 +56,7 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.downsample:
-            x = _avg_pool(x)
+            x = avg_pool_2x2(x)
         out = self.dropout(F.relu(self.bn1(self.conv1(x))))
         out = self.bn2(self.conv2(out))
         return F.relu(out + self.shortcut(x))
@@ -137,8 +120,8 @@ class ResNet38(TaggingModel):
     def frame_features(self, features: Tensor) -> Tensor:
         """Frame-wise features M (B, ceil(T / 32), embedding_dim)."""
         x = self.input_norm(features.transpose(1, 2)).transpose(1, 2).unsqueeze(1)  # (B, 1, T, F)
-        x = self.dropout_conv(_avg_pool(self.conv_block1(x)))
-        x = self.dropout_conv(_avg_pool(self.resnet(x)))
+        x = self.dropout_conv(avg_pool_2x2(self.conv_block1(x)))
+        x = self.dropout_conv(avg_pool_2x2(self.resnet(x)))
         x = self.dropout_conv(self.conv_block_after(x))
         return x.mean(dim=3).transpose(1, 2)
 
