@@ -387,17 +387,7 @@ def write_class_file(path: Path, names: Sequence[str], labels: str) -> Path:
 
 
 __all__ = [
-    "CLASS_FILE",
-    "DCASE_EVENT_OF",
-    "DEFAULT_BACKGROUNDS",
-    "DEFAULT_CLASSES",
-    "EVENT_FILE",
-    "SoundscapeSet",
-    "SourceClip",
-    "loop_to_length",
-    "make_soundscapes",
-    "read_esc50_index",
-    "split_by_source",
-    "trim_silence",
+    "CLASS_FILE", "DCASE_EVENT_OF", "DEFAULT_BACKGROUNDS", "DEFAULT_CLASSES", "EVENT_FILE", "SoundscapeSet",
+    "SourceClip", "loop_to_length", "make_soundscapes", "read_esc50_index", "split_by_source", "trim_silence",
     "write_class_file",
 ]

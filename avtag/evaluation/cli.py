@@ -28,8 +28,9 @@ EPILOG = """\
 Inputs: --manifest (JSONL, avtag.data.manifests; labelled clips are scored) or --clips-dir
 (folder mode: every audio/video file directly inside the folder is one unlabelled clip, id = file
 stem; predictions only). Systems: audio (--audio-checkpoint, any class list: scored on its own
-classes), video (clips with a video file: the video branch's event list), fused (both: the
-classes they share; a clip without sound is scored by the video branch alone). Thresholds:
+classes), video (clips with a video file: the video branch's event list, the 17 DCASE 2017
+events or --video-events FILE, e.g. the model's own classes), fused (both: the classes they
+share; a clip without sound is scored by the video branch alone). Thresholds:
 audio the checkpoint's, video 0.5 (untuned), fused the --fusion file's or, without one, the
 paper-default weights of 004 section 3.4 with interpolated, untuned thresholds (the output says so).
 
