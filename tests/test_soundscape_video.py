@@ -118,3 +118,41 @@ def test_a_video_dir_without_videos_is_one_line(tmp_path, capsys):
                   "--n-test", "1", "--n-validation", "0", "--video-dir", str(folder), "--sample-rate", "8000"])
         err = capsys.readouterr().err.strip().splitlines()
         assert stop.value.code == 2 and len(err) == 1 and str(folder) in err[0]
+
+
+def test_eval_batch_fusion_fit_and_fused_test_on_the_models_own_classes(with_video, tmp_path, capsys):
+    """The audio-visual path on a non-DCASE class list: the video branch maps to the classes of
+    events.csv (--video-events), fusion is tuned on validation and applied to test, and every
+    output names the model's classes."""
+    import torch
+
+    from avtag.audio.features import LogMelFrontEnd
+    from avtag.audio.models.base import build_model
+    from avtag.audio.tagger import AudioTagger
+    from avtag.cli import main
+    from avtag.validate import read_json
+
+    _, _, result = with_video
+    classes = ["car_horn", "siren"]
+    torch.manual_seed(0)
+    export = AudioTagger(build_model("crnn", num_classes=2, conv_channels=(4, 4, 4, 4), rnn_hidden=4),
+                         LogMelFrontEnd.from_preset("crnn"), classes=classes,
+                         thresholds=[0.5, 0.5]).export(tmp_path / "export")
+    common = ["--audio-checkpoint", str(export), "--video-events", str(result.out_dir / "events.csv"), "--workers", "0",
+              "--quiet", "--device", "cpu"]
+    assert main(["eval-batch", "--manifest", str(result.manifests["validation"]), "--out", str(tmp_path / "val"),
+                 *common]) == 0
+    info = read_json(tmp_path / "val" / "run_info.json", "run info")
+    assert info["classes"] == {"audio": classes, "video": classes, "fused": classes}
+    assert info["models"]["video"]["events"] == [["car_horn", "car horn"], ["siren", "siren"]]
+    assert main(["fusion", "fit", "--eval-dir", str(tmp_path / "val"), "--out", str(tmp_path / "fusion.json")]) == 0
+    fusion = read_json(tmp_path / "fusion.json", "fusion file")
+    assert fusion["classes"] == classes and fusion["tuned_on"]["split"] == "validation"
+    assert main(["eval-batch", "--manifest", str(result.manifests["test"]), "--out", str(tmp_path / "test"),
+                 "--fusion", str(tmp_path / "fusion.json"), *common]) == 0
+    metrics = read_json(tmp_path / "test" / "metrics.json", "metrics")
+    assert set(metrics["systems"]) == {"audio", "video", "fused"}
+    assert list(metrics["systems"]["fused"]["class_wise"]) == classes
+    header = (tmp_path / "test" / "probabilities_fused.csv").read_text().splitlines()[0]
+    assert header == "id,car_horn,siren"
+    capsys.readouterr()
