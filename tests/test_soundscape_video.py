@@ -155,4 +155,10 @@ def test_eval_batch_fusion_fit_and_fused_test_on_the_models_own_classes(with_vid
     assert list(metrics["systems"]["fused"]["class_wise"]) == classes
     header = (tmp_path / "test" / "probabilities_fused.csv").read_text().splitlines()[0]
     assert header == "id,car_horn,siren"
+    clip = result.out_dir / read_manifest(result.manifests["test"])[0].video
+    assert main(["run", "--video", str(clip), *common[:4], "--fusion", str(tmp_path / "fusion.json"), "--json",
+                 str(tmp_path / "run.json"), "--quiet", "--device", "cpu"]) == 0
+    tagged = read_json(tmp_path / "run.json", "run result")
+    assert tagged["classes"] == tagged["video_classes"] == classes and tagged["mode"] == "audio+video"
+    assert {e["event"] for e in tagged["video_evidence"]} <= set(classes)
     capsys.readouterr()

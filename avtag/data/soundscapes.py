@@ -72,6 +72,7 @@ import soundfile as sf
 from avtag.atomic import atomic_write, write_json, write_text
 from avtag.audio.io import load_audio
 from avtag.data.manifests import ClipRecord, EventSpan, write_manifest
+from avtag.data.soundscape_video import PictureTracks, picture_stream, write_clip_video
 from avtag.errors import InputFileError, ManifestError
 from avtag.events import describe_events, write_event_file
 
@@ -286,8 +287,6 @@ def make_soundscapes(
     """Write ``n_train`` + ``n_validation`` + ``n_test`` weakly-labelled soundscapes (see the
     module doc); ``labels`` is "esc50" (category names) or "dcase" (DCASE 2017 event names);
     with ``video_dir`` (a folder of real videos) validation and test also as video files."""
-    from avtag.data.soundscape_video import PictureTracks, picture_stream, write_clip_video
-
     events_dir, out_dir = Path(events_dir), Path(out_dir)
     if labels not in LABEL_SOURCES:
         raise ValueError(f"labels must be one of {LABEL_SOURCES}, got {labels!r}")
