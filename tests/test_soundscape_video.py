@@ -29,6 +29,7 @@ def with_video(tmp_path_factory):
 
 
 def test_validation_and_test_are_videos_and_train_is_not(with_video):
+    from avtag.data.soundscape_video import VIDEO_FPS
     from avtag.video.decode import probe
 
     _, videos, result = with_video
@@ -38,18 +39,19 @@ def test_validation_and_test_are_videos_and_train_is_not(with_video):
             assert record.video == f"video/{split}/{record.id}.mp4"
             info = probe(result.out_dir / record.video)
             assert info.has_video and info.has_audio and info.width <= 320 and info.height <= 320
-            assert info.fps == pytest.approx(1.0) and info.duration == pytest.approx(4.0, abs=0.05)
+            assert info.fps == pytest.approx(VIDEO_FPS) and info.duration == pytest.approx(4.0, abs=0.05)
             assert (videos / record.extra["picture_source"]).is_file()
 
 
 def test_the_sound_track_is_the_soundscape(with_video):
+    from avtag.data.soundscape_video import VIDEO_FPS
     from avtag.video.decode import decode_video
 
     _, _, result = with_video
     record = read_manifest(result.manifests["test"])[0]
     wav, rate = sf.read(result.out_dir / record.audio, dtype="float32")
     decoded = decode_video(result.out_dir / record.video, fps=3, with_audio=True, audio_sample_rate=SR)
-    assert rate == SR and decoded.audio is not None and len(decoded.frames) == 4  # 1 frame/s, each once
+    assert rate == SR and decoded.audio is not None and len(decoded.frames) == round(4 * VIDEO_FPS)  # each frame once
     track = decoded.audio[:len(wav)]
     assert len(track) == len(wav)
     error = np.sqrt(np.mean((track - wav) ** 2)) / np.sqrt(np.mean(wav**2))
