@@ -24,7 +24,7 @@ Our documented choices:
   :data:`VIDEO_MAX_SIDE` pixels on the longer side, H.264 (libx264, ``ultrafast``, CRF
   :data:`VIDEO_CRF`) with the soundscape as a mono AAC track (FFmpeg's default bit rate; decoded back within
   about 0.002 RMS of the WAV) at its own sample rate. Each
-  source video is decoded once; 100 clips encode in a few seconds.
+  source video is decoded once, and a clip encodes in a fraction of a second.
 """
 
 from __future__ import annotations
