@@ -111,7 +111,7 @@ def _check_step(name: str, cwd: Path, output: str, command: str) -> None:
     elif name == "train":
         checkpoints = cwd / "runs" / "crnn_cpu_small" / "checkpoints"
         assert (checkpoints / "best.ckpt").is_file() and (checkpoints / "last.ckpt").is_file()
-        assert f"best checkpoint (val_micro_f1" in output and str(checkpoints / "best.ckpt") in output
+        assert "best checkpoint (val_micro_f1" in output and str(checkpoints / "best.ckpt") in output
         assert f"stopped: max_steps ({option(command, '--trainer.max_steps')}) reached" in output
     elif name == "export":
         export = cwd / "exports" / "crnn_cpu_small"

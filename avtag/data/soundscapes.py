@@ -362,8 +362,9 @@ def make_soundscapes(
     params = {
         "events_dir_name": events_dir.name, "n_train": n_train, "n_validation": n_validation, "n_test": n_test,
         "seed": seed, "snr_db": list(snr_db), "sample_rate": sample_rate, "seconds": seconds,
+        "max_events": max_events, "test_fraction": test_fraction, "labels": labels, "classes": names,
         "video_dir_name": None if video_dir is None else Path(video_dir).name,
-        "pictures": None if pictures is None else [p.name for p in pictures.paths], "max_events": max_events, "test_fraction": test_fraction, "labels": labels, "classes": names,
+        "pictures": None if pictures is None else [p.name for p in pictures.paths],
         "esc50_categories": classes, "background_classes": background_classes,
         "sources": {name: sorted(c.filename for c in clips) for name, clips in split.items()},
     }
