@@ -192,3 +192,59 @@ def describe_events(
     if len(set(names)) != len(names):
         raise ValueError("the event list names an event twice")
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# An event file: the event list of the video branch for ``--video-events``
+# ---------------------------------------------------------------------------------------------
+
+EVENT_FILE_COLUMNS = ("name", "description")
+
+
+def read_event_file(path: str | Path) -> list[EventDescription]:
+    """The events of an event file (``--video-events``): a UTF-8 CSV with the header
+    ``name,description`` and one event per row, in output order.
+
+    An empty description means "describe it as :func:`describe_events` would" (the manifest's
+    line for a DCASE event, else the name in plain words). Anything else wrong (no header, a
+    blank or repeated name, a row of the wrong width, no event) is one
+    :class:`~avtag.errors.InputFileError` naming the file.
+    """
+    path = check_input_file(path, "an event file (CSV: name,description)")
+    try:
+        text = path.read_text(encoding="utf-8")
+        rows = list(csv.reader(text.splitlines()))
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise InputFileError(f"not a readable event file ({type(err).__name__})", path) from None
+    rows = [row for row in rows if any(cell.strip() for cell in row)]
+    if not rows or tuple(cell.strip().lower() for cell in rows[0]) != EVENT_FILE_COLUMNS:
+        raise InputFileError("not an event file: the first line must be the header 'name,description'", path)
+    if len(rows) == 1:
+        raise InputFileError("the event file lists no event", path)
+    items: list[EventSpec] = []
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != 2:
+            raise InputFileError(f"row {line} has {len(row)} fields, expected 2 (name,description)", path)
+        name, description = row[0].strip(), row[1].strip()
+        if not name:
+            raise InputFileError(f"row {line} has no event name", path)
+        items.append((name, description) if description else name)
+    names = [item[0] if isinstance(item, tuple) else item for item in items]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise InputFileError(f"the event file names {repeated[0]!r} twice", path)
+    return describe_events(items)
+
+
+def write_event_file(path: str | Path, events: Sequence[EventDescription]) -> Path:
+    """Write ``events`` as an event file (:func:`read_event_file`), atomically."""
+    import io
+
+    from avtag.atomic import write_text
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(EVENT_FILE_COLUMNS)
+    for event in events:
+        writer.writerow([event.name, event.description])
+    return write_text(path, buffer.getvalue())

@@ -195,3 +195,33 @@ def broken_fusion_files(good: dict[str, Any], folder: Path) -> dict[str, Path]:
         path.write_text(content if isinstance(content, str) else json.dumps(content))
         cases[name] = path
     return cases
+
+
+# --------------------------------------------------------------------------- event files (--video-events)
+
+
+def broken_event_files(folder: Path) -> dict[str, Path]:
+    """``--video-events`` files broken in one way each (the good form is ``name,description`` rows)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    variants: dict[str, str | bytes] = {
+        "empty": "",
+        "not-utf8": b"name,description\n\xff\xfe car,\xc3\n",
+        "no-header": "Car,a car on the road\nTrain,a train\n",
+        "wrong-header": "event,text\nCar,a car\n",
+        "header-only": "name,description\n",
+        "blank-name": "name,description\n ,a car\n",
+        "repeated-name": "name,description\nCar,a car\nCar,another car\n",
+        "three-fields": "name,description\nCar,a car,extra\n",
+        "json-not-csv": json.dumps({"events": ["Car"]}),
+    }
+    cases: dict[str, Path] = {"missing": folder / "no-such-events.csv"}
+    (folder / "a-folder.csv").mkdir(exist_ok=True)
+    cases["directory"] = folder / "a-folder.csv"
+    for name, content in variants.items():
+        path = folder / f"{name}.csv"
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+        cases[name] = path
+    return cases

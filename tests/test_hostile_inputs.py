@@ -56,6 +56,7 @@ def world(tmp_path_factory):
         "media": hostile_inputs.bad_media_files(root / "media"),
         "exports": hostile_inputs.broken_exports(export, root / "exports", marker),
         "fusion": hostile_inputs.broken_fusion_files(good_fusion, root / "fusion"),
+        "events": hostile_inputs.broken_event_files(root / "events"),
     }
 
 
@@ -142,12 +143,31 @@ def test_broken_fusion_files(world, capfd, tmp_path, case, cli):
     assert_one_line(*run_cli(argv, capfd), path, world)
 
 
+EVENT_FILE_CASES = ["missing", "directory", "empty", "not-utf8", "no-header", "wrong-header", "header-only",
+                    "blank-name", "repeated-name", "three-fields", "json-not-csv"]
+
+
+@pytest.mark.parametrize("case", EVENT_FILE_CASES)
+@pytest.mark.parametrize("cli", ["run", "eval-batch"])
+def test_broken_event_files(world, capfd, tmp_path, case, cli):
+    """``--video-events``: refused before any model loads, in one line naming the file."""
+    path = world["events"][case]
+    if cli == "run":
+        argv = ["run", "--video", str(world["clip"]), "--audio-checkpoint", str(world["export"]), "--video-events",
+                str(path), "--quiet", "--device", "cpu"]
+    else:
+        argv = ["eval-batch", "--manifest", str(world["manifest"]), "--audio-checkpoint", str(world["export"]),
+                "--video-events", str(path), "--out", str(tmp_path / "batch"), "--device", "cpu"]
+    assert_one_line(*run_cli(argv, capfd), path, world)
+
+
 def test_the_suite_counts(world):
     """The README quotes these counts; keep them in step with the matrix above."""
-    cases = len(MEDIA_CASES) * 2 + len(EXPORT_CASES) * 4 + len(FUSION_CASES) * 2
-    assert cases == 170
+    cases = len(MEDIA_CASES) * 2 + len(EXPORT_CASES) * 4 + len(FUSION_CASES) * 2 + len(EVENT_FILE_CASES) * 2
+    assert cases == 192
     assert set(EXPORT_CASES) == set(world["exports"])
     assert set(FUSION_CASES) == set(world["fusion"])
+    assert set(EVENT_FILE_CASES) == set(world["events"])
     # not errors: an export without "classes" is the 17 DCASE events (its model has 17 outputs), and a
     # fusion file over classes the model lacks fuses nothing (the output says which classes were fused)
 

@@ -13,6 +13,9 @@ Layout written under ``out_dir``::
     train.jsonl, validation.jsonl, test.jsonl
                               ClipRecord manifests (labels, events, split, extra)
     audio/{split}/{id}.wav    16-bit PCM mono at ``sample_rate``
+    video/{split}/{id}.mp4    with ``video_dir``: validation and test also as video files whose
+                              picture is cut from an UNRELATED real video (:mod:`avtag.data.soundscape_video`)
+    events.csv                the classes with plain-words descriptions, for ``--video-events``
     soundscapes.json          the generation parameters (for provenance)
 
 Labels (``labels``): ``"esc50"`` names each class by its ESC-50 category; ``"dcase"`` mixes
@@ -69,7 +72,9 @@ import soundfile as sf
 from avtag.atomic import atomic_write, write_json, write_text
 from avtag.audio.io import load_audio
 from avtag.data.manifests import ClipRecord, EventSpan, write_manifest
+from avtag.data.soundscape_video import PictureTracks, picture_stream, write_clip_video
 from avtag.errors import InputFileError, ManifestError
+from avtag.events import describe_events, write_event_file
 
 DEFAULT_CLASSES = ("airplane", "car_horn", "church_bells", "dog", "engine", "helicopter", "siren", "train")
 # ESC-50 category -> DCASE 2017 Task 4 event (see the module docstring for the reasons)
@@ -83,6 +88,7 @@ CROSSFADE_SECONDS = 0.05
 BACKGROUND_DBFS = (-35.0, -25.0)
 PEAK_LIMIT = 0.99
 CLASS_FILE = "class_labels_indices.csv"
+EVENT_FILE = "events.csv"  # the classes as an event list for the video branch (--video-events)
 
 
 @dataclass(frozen=True)
@@ -276,9 +282,11 @@ def make_soundscapes(
     test_fraction: float = 1 / 3,
     n_validation: int = 0,
     labels: str = "esc50",
+    video_dir: str | Path | None = None,
 ) -> SoundscapeSet:
     """Write ``n_train`` + ``n_validation`` + ``n_test`` weakly-labelled soundscapes (see the
-    module doc); ``labels`` is "esc50" (category names) or "dcase" (DCASE 2017 event names)."""
+    module doc); ``labels`` is "esc50" (category names) or "dcase" (DCASE 2017 event names);
+    with ``video_dir`` (a folder of real videos) validation and test also as video files."""
     events_dir, out_dir = Path(events_dir), Path(out_dir)
     if labels not in LABEL_SOURCES:
         raise ValueError(f"labels must be one of {LABEL_SOURCES}, got {labels!r}")
@@ -299,6 +307,7 @@ def make_soundscapes(
     if unknown:
         raise InputFileError(f"categories with no audio: {', '.join(unknown)}", events_dir / "esc50.csv")
     num_samples = int(round(seconds * sample_rate))
+    pictures = PictureTracks(video_dir, seconds) if video_dir is not None else None
     cache = _AudioCache(events_dir, sample_rate)
     counts = {"train": n_train, "test": n_test, "validation": n_validation}
     split = split_by_source(
@@ -325,25 +334,37 @@ def make_soundscapes(
         audio_dir = out_dir / "audio" / name
         audio_dir.mkdir(parents=True, exist_ok=True)
         records = []
+        with_video = pictures is not None and name != "train"
+        picture_rng = picture_stream(seed, split_index)
         for i in range(count):
             mix, spans, extra = _mix_one(rng, cache, events, backgrounds, num_samples, snr_db, max_events)
             clip_id = f"soundscape_{name}_{i:05d}"
             with atomic_write(audio_dir / f"{clip_id}.wav", "wb") as handle:
                 sf.write(handle, mix, sample_rate, subtype="PCM_16", format="WAV")
+            video = None
+            if with_video:  # the picture is NOT the source of the sound (avtag.data.soundscape_video)
+                source, first = pictures.draw(picture_rng)
+                video = f"video/{name}/{clip_id}.mp4"
+                (out_dir / "video" / name).mkdir(parents=True, exist_ok=True)
+                write_clip_video(out_dir / video, pictures.frames(source, first), mix, sample_rate)
+                extra["picture_source"], extra["picture_start"] = source.name, first / pictures.fps
             spans = [EventSpan(label_of(s.label), s.onset, s.offset) for s in spans]
             clip_labels = sorted({s.label for s in spans}, key=names.index)
             records.append(ClipRecord(
-                id=clip_id, labels=clip_labels, audio=f"audio/{name}/{clip_id}.wav", duration=seconds,
+                id=clip_id, labels=clip_labels, audio=f"audio/{name}/{clip_id}.wav", video=video, duration=seconds,
                 split=name, events=spans, extra=extra,
             ))
         manifests[name] = write_manifest(records, out_dir / f"{name}.jsonl")
     out_dir.mkdir(parents=True, exist_ok=True)
     write_class_file(out_dir / CLASS_FILE, names, labels)
     write_text(out_dir / "classes.txt", "\n".join(names) + "\n")
+    write_event_file(out_dir / EVENT_FILE, describe_events(names))
     params = {
         "events_dir_name": events_dir.name, "n_train": n_train, "n_validation": n_validation, "n_test": n_test,
         "seed": seed, "snr_db": list(snr_db), "sample_rate": sample_rate, "seconds": seconds,
         "max_events": max_events, "test_fraction": test_fraction, "labels": labels, "classes": names,
+        "video_dir_name": None if video_dir is None else Path(video_dir).name,
+        "pictures": None if pictures is None else [p.name for p in pictures.paths],
         "esc50_categories": classes, "background_classes": background_classes,
         "sources": {name: sorted(c.filename for c in clips) for name, clips in split.items()},
     }
@@ -366,16 +387,7 @@ def write_class_file(path: Path, names: Sequence[str], labels: str) -> Path:
 
 
 __all__ = [
-    "CLASS_FILE",
-    "DCASE_EVENT_OF",
-    "DEFAULT_BACKGROUNDS",
-    "DEFAULT_CLASSES",
-    "SoundscapeSet",
-    "SourceClip",
-    "loop_to_length",
-    "make_soundscapes",
-    "read_esc50_index",
-    "split_by_source",
-    "trim_silence",
+    "CLASS_FILE", "DCASE_EVENT_OF", "DEFAULT_BACKGROUNDS", "DEFAULT_CLASSES", "EVENT_FILE", "SoundscapeSet",
+    "SourceClip", "loop_to_length", "make_soundscapes", "read_esc50_index", "split_by_source", "trim_silence",
     "write_class_file",
 ]

@@ -28,8 +28,9 @@ EPILOG = """\
 Inputs: --manifest (JSONL, avtag.data.manifests; labelled clips are scored) or --clips-dir
 (folder mode: every audio/video file directly inside the folder is one unlabelled clip, id = file
 stem; predictions only). Systems: audio (--audio-checkpoint, any class list: scored on its own
-classes), video (clips with a video file: the video branch's event list), fused (both: the
-classes they share; a clip without sound is scored by the video branch alone). Thresholds:
+classes), video (clips with a video file: the video branch's event list, the 17 DCASE 2017
+events or --video-events FILE, e.g. the model's own classes), fused (both: the classes they
+share; a clip without sound is scored by the video branch alone). Thresholds:
 audio the checkpoint's, video 0.5 (untuned), fused the --fusion file's or, without one, the
 paper-default weights of 004 section 3.4 with interpolated, untuned thresholds (the output says so).
 
@@ -57,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--audio-checkpoint", help="exported AudioTagger directory or training .ckpt")
     parser.add_argument("--video-config", metavar="FILE",
                         help="video-branch YAML config (e.g. configs/video/paper.yaml; default: embedded models)")
+    parser.add_argument("--video-events", metavar="FILE",
+                        help="the events the video branch maps objects to: a CSV 'name,description' (e.g. the "
+                             "events.csv of avtag prepare soundscapes); default: the 17 DCASE 2017 events")
     parser.add_argument("--fusion", help="fusion JSON (avtag fusion fit), tuned on other clips")
     parser.add_argument("--no-video", action="store_true", help="skip the video branch")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
@@ -144,6 +148,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.fusion:  # refuse the tuning clips before any model loads
         fusion_file = FusionModel.read(args.fusion)
         fusion_file.check_reportable(_single_split(records), [r.id for r in records])
+    video_events = None
+    if args.video_events:  # a bad event file costs nothing either
+        from avtag.events import read_event_file
+
+        video_events = read_event_file(args.video_events)
     out_dir = Path(args.out)
     check_writable(out_dir / RUN_INFO)
     video_config = None
@@ -171,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if video_config is not None:
             from avtag.video.branch import VideoBranch
 
-            branch = VideoBranch(video_config).load()
+            branch = VideoBranch(video_config, events=video_events).load()
         if tagger is None and branch is None:
             raise AvtagError("nothing to run: give --audio-checkpoint, or clips with video")
         branch_classes: dict[str, list[str]] = {}
@@ -181,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             branch_classes["video"] = video_classes(branch)
         models = {"audio": None if tagger is None else describe_audio_tagger(tagger, args.audio_checkpoint),
                   "video": None if branch is None else describe_video_config(branch.config)}
+        if branch is not None and video_events is not None:  # part of the journal identity
+            models["video"]["events"] = [[e.name, e.description] for e in branch.events]
         fusion = None
         notes: list[str] = []
         if tagger is not None and branch is not None:

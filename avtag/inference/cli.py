@@ -2,7 +2,7 @@
 folder, with models loaded once.
 
     avtag run clip.mp4 [more files or folders] [--audio-checkpoint DIR] [--fusion FILE]
-              [--video-config FILE] [--device auto|cpu|cuda] [--top-k K] [--threshold T]
+              [--video-config FILE] [--video-events FILE] [--device auto|cpu|cuda] [--top-k K] [--threshold T]
               [--json OUT] [--report OUT.html|OUT.png] [--jsonl OUT] [--csv OUT] [--quiet]
 
 A table is printed per file (:func:`avtag.inference.table.format_table`). With several files a
@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "without it: the paper's default weights, untuned")
     parser.add_argument("--video-config", metavar="FILE",
                         help="video-branch settings YAML (e.g. configs/video/paper.yaml; default: embedded, offline)")
+    parser.add_argument("--video-events", metavar="FILE",
+                        help="the events the video branch maps objects to: a CSV 'name,description' (e.g. the "
+                             "events.csv of avtag prepare soundscapes); default: the 17 DCASE 2017 events")
     parser.add_argument("--device", default=None, metavar="DEVICE", help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument("--top-k", type=int, default=3, metavar="K",
                         help="how many of the most likely events to list, with their video evidence (default 3)")
@@ -174,6 +177,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from avtag.video.config import load_video_config
 
         video_config = load_video_config(args.video_config)
+    video_events = None
+    if args.video_events:
+        from avtag.events import read_event_file
+
+        video_events = read_event_file(args.video_events)
     decoding = None
     if len(inputs) == 1:
         info = _check_single(inputs[0], args)
@@ -184,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     device = resolve_device(args.device)
     tagger = load_audio_tagger(args.audio_checkpoint, device) if args.audio_checkpoint else None
-    branch = build_video_branch(video_config, device)
+    branch = build_video_branch(video_config, device, events=video_events)
     return _tag_all(inputs, args, tagger, branch, fusion, device, decoding)
 
 

@@ -34,8 +34,9 @@ def load_audio_tagger(path: str | Path, device: Any = "cpu"):
     return tagger.to(device).eval()
 
 
-def build_video_branch(config=None, device: Any = None):
-    """The video branch of ``config`` (``None``: the embedded, offline defaults) on ``device``.
+def build_video_branch(config=None, device: Any = None, events=None):
+    """The video branch of ``config`` (``None``: the embedded, offline defaults) on ``device``,
+    mapping to ``events`` (``None``: the 17 DCASE 2017 events; see :class:`~avtag.video.branch.VideoBranch`).
 
     ``device`` (when given) replaces the config's own: ``--device`` is the one device choice of
     a run.
@@ -47,7 +48,7 @@ def build_video_branch(config=None, device: Any = None):
     config = VideoBranchConfig() if config is None else config
     if device is not None:
         config = dataclasses.replace(config, device=str(device))
-    return VideoBranch(config)
+    return VideoBranch(config, events=events)
 
 
 def default_video_branch(device: Any = "cpu"):

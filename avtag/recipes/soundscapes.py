@@ -1,11 +1,13 @@
 """``avtag prepare soundscapes``: weakly-labelled 10 s soundscapes from an ESC-50-layout folder.
 
     avtag prepare soundscapes --events-dir ../shared/data/esc50 --out data/soundscapes \\
-        --n-train 400 --n-validation 100 --n-test 120 [--labels esc50|dcase]
+        --n-train 400 --n-validation 100 --n-test 120 [--labels esc50|dcase] [--video-dir DIR]
 
 Writes train/validation/test manifests (recordings split by source, so no recording is
-heard in two splits), the audio, ``class_labels_indices.csv`` for ``--model.classes`` and
-``soundscapes.json`` (the parameters). The design is in :mod:`avtag.data.soundscapes`.
+heard in two splits), the audio, ``class_labels_indices.csv`` for ``--model.classes``,
+``events.csv`` for ``--video-events`` and ``soundscapes.json`` (the parameters). With
+``--video-dir`` validation and test are also video files whose picture comes from unrelated
+real videos (:mod:`avtag.data.soundscape_video`). The design is in :mod:`avtag.data.soundscapes`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from avtag.data.soundscapes import (
     DCASE_EVENT_OF,
     DEFAULT_BACKGROUNDS,
     DEFAULT_CLASSES,
+    EVENT_FILE,
     LABEL_SOURCES,
     SPLITS,
     make_soundscapes,
@@ -50,7 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{' '.join(DEFAULT_CLASSES)}; with --labels dcase: {' '.join(sorted(DCASE_EVENT_OF))})")
     parser.add_argument("--backgrounds", nargs="+", default=list(DEFAULT_BACKGROUNDS),
                         help="ESC-50 categories used as stationary backgrounds (never labelled)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the split and of every mix")
+    parser.add_argument("--video-dir", default=None,
+                        help="a folder of real videos: validation and test are also written as video files "
+                        "(video/{split}/{id}.mp4), the soundscape as sound and a 10 s stretch of one of these "
+                        "videos as picture. The picture is NOT the source of the sound: it exercises the "
+                        "audio-visual path (eval-batch, fusion fit); train needs no video")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split, of every mix and picture")
     parser.add_argument("--snr-db", type=float, nargs=2, default=(0.0, 15.0), metavar=("LO", "HI"),
                         help="event-to-background SNR range in dB, drawn uniformly per event")
     parser.add_argument("--sample-rate", type=int, default=20000, help="sample rate of the written WAV files (Hz)")
@@ -86,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.events_dir, args.out, args.n_train, args.n_test, seed=args.seed, snr_db=tuple(args.snr_db),
             sample_rate=args.sample_rate, classes=args.classes, background_classes=args.backgrounds,
             seconds=args.seconds, max_events=args.max_events, test_fraction=args.test_fraction,
-            n_validation=args.n_validation, labels=args.labels,
+            n_validation=args.n_validation, labels=args.labels, video_dir=args.video_dir,
         )
     except ValueError as err:  # a bad combination of options
         raise AvtagError(str(err)) from None
@@ -96,6 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = ", ".join(f"{c}={counts.get(c, 0)}" for c in result.classes)
         print(f"{name}: {len(records)} clips -> {path}  ({summary})")
     print(f"classes ({len(result.classes)}, for --model.classes): {result.out_dir / CLASS_FILE}")
+    print(f"events of the video branch (for --video-events): {result.out_dir / EVENT_FILE}")
+    if args.video_dir is not None:
+        print(f"validation and test also as video: {result.out_dir / 'video'} (picture unrelated to the sound, "
+              f"cut from {args.video_dir})")
     return 0
 
 
