@@ -252,16 +252,12 @@ class EmbeddingDataModule(SplitDataModule):
         val_store: str | None = None,
         test_store: str | None = None,
         class_labels: str | None = None,
-        batch_size: int = 500,
-        num_workers: int = 4,
-        balanced: bool = True,
-        epoch_batches: int | None = None,
-        seed: int = 0,
-        classes: list[str] | None = None,
+        batch_size: int = 500,  # 000 §3.4 (AudioSet)
         in_memory: bool = True,
-        pin_memory: bool | None = None,
+        **loader: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, balanced, epoch_batches, seed, classes, pin_memory)
+        """``**loader``: the shared loader settings of :class:`avtag.data.datasets.SplitDataModule`."""
+        super().__init__(batch_size, **loader)
         self.save_hyperparameters(ignore=["classes"])
         self.stores = {"train": train_store, "val": val_store, "test": test_store}
         self.class_labels = class_labels
