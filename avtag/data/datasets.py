@@ -91,6 +91,9 @@ class SplitDataModule(L.LightningDataModule):
             sampler: "shuffle", "kong" or "xu" (:mod:`avtag.data.samplers`).
         """
         super().__init__()
+        # Every subclass's arguments too (Lightning walks the __init__ frames); "classes" is
+        # recorded by the LightningModule (Lightning refuses differing duplicates).
+        self.save_hyperparameters(ignore=["classes"])
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.balanced = balanced
@@ -102,9 +105,16 @@ class SplitDataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
         self.datasets: dict[str, Dataset] = {}
 
+    # Subclasses: what a split's source is called, its config field (data.<split>_<field>),
+    # and the error for a missing one; ``self.sources`` maps split -> configured source.
+    source_label, source_field, source_error = "manifest", "manifest", ManifestError
+
     def _source(self, split: str) -> str:
         """The configured source of ``split``; a one-line error when it is missing."""
-        raise NotImplementedError
+        source = self.sources[split]
+        if source is None:
+            raise self.source_error(f"no {split} {self.source_label} given (data.{split}_{self.source_field})")
+        return source
 
     def _build(self, split: str, source: str) -> Dataset:
         raise NotImplementedError
@@ -198,9 +208,7 @@ class ClipDataModule(SplitDataModule):
         """``**loader``: the shared loader settings of :class:`SplitDataModule`."""
         super().__init__(batch_size, **loader)
         self.int16_batches = int16_batches
-        # "classes" is recorded by the LightningModule (Lightning refuses differing duplicates).
-        self.save_hyperparameters(ignore=["classes"])
-        self.manifests = {"train": train_manifest, "val": val_manifest, "test": test_manifest}
+        self.sources = {"train": train_manifest, "val": val_manifest, "test": test_manifest}
         self.sample_rate = sample_rate
         self.clip_seconds = clip_seconds
 
@@ -214,12 +222,6 @@ class ClipDataModule(SplitDataModule):
             self.sample_rate = frontend.sample_rate
         if self.clip_seconds is None and frontend is not None:
             self.clip_seconds = frontend.clip_seconds
-
-    def _source(self, split: str) -> str:
-        manifest = self.manifests[split]
-        if manifest is None:
-            raise ManifestError(f"no {split} manifest given (data.{split}_manifest)")
-        return manifest
 
     def _build(self, split: str, source: str) -> ClipDataset:
         return ClipDataset(source, self.sample_rate, self.clip_seconds, self.classes, int16=self.int16_batches)

@@ -245,6 +245,7 @@ class EmbeddingDataModule(SplitDataModule):
     """
 
     input_key = "features"
+    source_label, source_field, source_error = "embedding store", "store", InputFileError
 
     def __init__(
         self,
@@ -258,16 +259,9 @@ class EmbeddingDataModule(SplitDataModule):
     ) -> None:
         """``**loader``: the shared loader settings of :class:`avtag.data.datasets.SplitDataModule`."""
         super().__init__(batch_size, **loader)
-        self.save_hyperparameters(ignore=["classes"])
-        self.stores = {"train": train_store, "val": val_store, "test": test_store}
+        self.sources = {"train": train_store, "val": val_store, "test": test_store}
         self.class_labels = class_labels
         self.in_memory = in_memory
-
-    def _source(self, split: str) -> str:
-        store = self.stores[split]
-        if store is None:
-            raise InputFileError(f"no {split} embedding store given (data.{split}_store)")
-        return store
 
     def _build(self, split: str, source: str) -> EmbeddingDataset:
         dataset = EmbeddingDataset(source, self.classes, self.class_labels, self.in_memory)

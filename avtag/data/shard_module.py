@@ -14,7 +14,6 @@ from torch.utils.data import DataLoader
 from avtag.data.datasets import ClipDataModule, SplitDataModule
 from avtag.data.manifests import read_manifest
 from avtag.data.streaming import ResumableLoader, ResumableSampler, ShardDataset, shard_stream
-from avtag.errors import ManifestError
 
 
 class ShardDataModule(SplitDataModule):
@@ -39,6 +38,7 @@ class ShardDataModule(SplitDataModule):
     """
 
     input_key = "waveform"
+    source_label = source_field = "shards"
 
     def __init__(
         self,
@@ -54,7 +54,6 @@ class ShardDataModule(SplitDataModule):
         **loader: Any,
     ) -> None:
         super().__init__(batch_size, **loader)
-        self.save_hyperparameters(ignore=["classes"])
         self.sources = {"train": train_shards, "val": val_shards, "test": test_shards}
         self.train_manifest = train_manifest
         self.sample_rate = sample_rate
@@ -67,12 +66,6 @@ class ShardDataModule(SplitDataModule):
     @property
     def clip_samples(self) -> int | None:
         return None if self.clip_seconds is None else int(round(self.clip_seconds * self.sample_rate))  # type: ignore[operator]
-
-    def _source(self, split: str) -> str:
-        source = self.sources[split]
-        if source is None:
-            raise ManifestError(f"no {split} shards given (data.{split}_shards)")
-        return source
 
     def _build(self, split: str, source: str) -> ShardDataset:
         manifest = read_manifest(self.train_manifest) if split == "train" and self.train_manifest else None
