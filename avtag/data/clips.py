@@ -55,11 +55,11 @@ class ClipDataset(Dataset):
             one-line error; packed data was decoded when it was packed) or ``"report"``
             (evaluation: the item carries silence and its ``"error"`` message, so one bad
             file costs one clip, not the run).
-
-    Every item has an ``"error"`` entry: ``""`` for a clip that decoded.
         int16: ship the pack's int16 samples when every clip is packed at ``sample_rate``
             (the front-end converts them on its device); :attr:`ships_int16` says
             whether that is the case. Otherwise waveforms are float32.
+
+    Every item has an ``"error"`` entry: ``""`` for a clip that decoded.
     """
 
     def __init__(
@@ -98,6 +98,7 @@ class ClipDataset(Dataset):
         self.classes = list(classes) if classes is not None else event_names()
         self.targets = self._multi_hot()
         self._packs: dict[Path, PackReader] = {}
+        self._readers: dict[str, PackReader] = {}
         self._slots = BatchSlots()
         self._want_int16 = bool(int16)
         self.ships_int16 = False
@@ -148,6 +149,14 @@ class ClipDataset(Dataset):
             self._packs[path] = PackReader(path)  # opens its HDF5 file lazily, once per process
         return self._packs[path]
 
+    def _reader(self, record: ClipRecord) -> PackReader:
+        """The reader of a record's pack, looked up by the name in the manifest (no path
+        resolution per clip)."""
+        reader = self._readers.get(record.pack)  # type: ignore[arg-type]
+        if reader is None:
+            reader = self._readers[record.pack] = self._pack(resolve(self.base_dir, record.pack))  # type: ignore[index,arg-type]
+        return reader
+
     def __getitems__(self, indices: Sequence[int]) -> ClipBatch | list[dict[str, Any]]:
         """A batch of items (DataLoader calls this with a batch's indices).
 
@@ -182,7 +191,7 @@ class ClipDataset(Dataset):
         row = 0
         while row < len(indices):
             record = self.records[int(indices[row])]
-            reader = self._pack(resolve(self.base_dir, record.pack))  # type: ignore[arg-type]
+            reader = self._reader(record)
             start, length = reader.location(record.pack_key or record.id)
             run = 1
             while length == samples and row + run < len(indices):
@@ -197,12 +206,10 @@ class ClipDataset(Dataset):
             row += run
 
     def _read_pack_int16(self, record: ClipRecord) -> np.ndarray:
-        reader = self._pack(resolve(self.base_dir, record.pack))  # type: ignore[arg-type]
-        return reader.read_int16(record.pack_key or record.id, self.clip_samples)
+        return self._reader(record).read_int16(record.pack_key or record.id, self.clip_samples)
 
     def _read_pack(self, record: ClipRecord) -> np.ndarray:
-        reader = self._pack(resolve(self.base_dir, record.pack))  # type: ignore[arg-type]
-        samples, rate = reader.read(record.pack_key or record.id)
+        samples, rate = self._reader(record).read(record.pack_key or record.id)
         return resample(samples, int(rate), self.sample_rate)
 
     # ------------------------------------------------------------------ up-front checks
