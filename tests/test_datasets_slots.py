@@ -130,3 +130,27 @@ def test_other_collate_functions_get_copies(tmp_path):
     dataset, expected = _dataset(tmp_path)
     plain = list(DataLoader(dataset, batch_size=4, shuffle=False, num_workers=1))  # torch's default collation
     assert all(torch.equal(b["waveform"], expected[b["index"]]) for b in plain)
+
+
+def test_the_module_gives_an_int16_batch_the_float_batch_outputs_and_loss(tmp_path):
+    """The LightningModule converts int16 batches on its device exactly as the float path."""
+    from avtag.data.pack import INT16_SCALE
+    from avtag.train import TaggingModule
+
+    rate = 8000
+    rng = np.random.default_rng(2)
+    write_pack(tmp_path / "p.h5", [(f"c{i}", (rng.standard_normal(rate) * 0.2).clip(-1, 1)) for i in range(3)], rate)
+    records = [ClipRecord(id=f"c{i}", labels=["a"] if i else ["b"], pack="p.h5") for i in range(3)]
+    dataset = ClipDataset(records, rate, 1.0, ["a", "b"], base_dir=tmp_path, int16=True)
+    torch.manual_seed(0)
+    module = TaggingModule(model_args={"conv_channels": [4, 4, 4, 4], "rnn_hidden": 4},
+                           frontend_args={"sample_rate": rate, "clip_seconds": 1.0}, classes=["a", "b"]).eval()
+    ints = collate_clips(dataset.__getitems__([0, 1, 2]))
+    floats = ClipDataset(records, rate, 1.0, ["a", "b"], base_dir=tmp_path)  # the float32 path
+    as_float = torch.stack([floats[i]["waveform"] for i in range(3)])
+    assert ints["waveform"].dtype == torch.int16 and torch.equal(ints["waveform"].float() / INT16_SCALE, as_float)
+    with torch.no_grad():
+        from_ints, from_floats = module(ints["waveform"]), module(as_float)
+        assert torch.allclose(from_ints.clip_probs, from_floats.clip_probs, atol=1e-6)
+        loss_ints = module.model.loss(from_ints, ints["target"])
+        assert torch.allclose(loss_ints, module.model.loss(from_floats, ints["target"]), atol=1e-6)
