@@ -97,8 +97,8 @@ class SlotBatch:
 
     ``fields`` are the other batch entries as numpy arrays or lists (pickled by value: small)."""
 
-    def __init__(self, owner: BatchSlots, slot: int, rows: int, fields: dict[str, Any], first_use: bool) -> None:
-        self.owner, self.slot, self.rows, self.fields, self.first_use = owner, slot, rows, fields, first_use
+    def __init__(self, owner: BatchSlots, slot: int, rows: int, fields: dict[str, Any]) -> None:
+        self.owner, self.slot, self.rows, self.fields = owner, slot, rows, fields
         self.sent = False
 
     @property
@@ -108,7 +108,8 @@ class SlotBatch:
     def __reduce__(self):
         self.sent = True
         owner = self.owner
-        buffer, flags = (owner.buffers[self.slot], owner.flags) if self.first_use else (None, None)
+        first_use, owner.sent[self.slot] = not owner.sent[self.slot], True  # the buffer travels once
+        buffer, flags = (owner.buffers[self.slot], owner.flags) if first_use else (None, None)
         return _receive, (owner.key, os.getpid(), self.slot, buffer, flags, self.rows, self.fields)
 
     def __del__(self) -> None:
@@ -119,9 +120,10 @@ class SlotBatch:
 class BatchSlots:
     """The slots of one dataset: each filling process creates its own on first use.
 
-    :meth:`fill` returns a :class:`SlotBatch` in a loader worker, the batch dict (views
-    of the slot) in the main process, or ``None`` when no slot is free or the shape does
-    not fit (the caller then fills a fresh buffer)."""
+    :meth:`take` hands out a free slot's rows to fill (``None`` when none is free or the
+    shape does not fit: the caller then fills a fresh buffer); :meth:`finish` turns the
+    filled slot into a :class:`SlotBatch` in a loader worker, or into the batch dict (views
+    of the slot) in the main process."""
 
     def __init__(self) -> None:
         self.key = uuid.uuid4().hex
@@ -153,8 +155,7 @@ class BatchSlots:
     def finish(self, slot: int, rows: int, fields: dict[str, Any], in_worker: bool) -> SlotBatch | dict[str, Any]:
         """The filled slot as what travels (a worker) or as the batch itself (the main)."""
         if in_worker:
-            first_use, self.sent[slot] = not self.sent[slot], True
-            return SlotBatch(self, slot, rows, fields, first_use)
+            return SlotBatch(self, slot, rows, fields)
         records = _RECEIVED.setdefault(self.key, {})
         record = records.get((os.getpid(), slot))
         if record is None:
