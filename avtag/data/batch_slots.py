@@ -32,12 +32,17 @@ def _shared_int16(rows: int, samples: int) -> torch.Tensor:
     return torch.empty((rows, samples), dtype=torch.int16).share_memory_()
 
 
+# torch's count of references to a storage (private, in torch since 1.x; torch is pinned
+# exactly in pyproject.toml). Without it no slot is reused: every batch gets a fresh buffer.
+_STORAGE_USE_COUNT = getattr(torch._C, "_storage_Use_Count", None)
+
+
 def _use_count(tensor: torch.Tensor) -> int:
-    return torch._C._storage_Use_Count(tensor.untyped_storage()._cdata)
+    return _STORAGE_USE_COUNT(tensor.untyped_storage()._cdata)  # type: ignore[misc]
 
 
 # A buffer that nothing else uses: its own tensor + the storage handle this count makes.
-_IDLE = _use_count(torch.empty(1))
+_IDLE = _use_count(torch.empty(1)) if _STORAGE_USE_COUNT is not None else 0
 
 
 class _Lent:
@@ -139,7 +144,7 @@ class BatchSlots:
     def take(self, rows: int, samples: int, in_worker: bool) -> tuple[int, torch.Tensor] | None:
         """A free slot and its first ``rows`` rows, marked taken; None if none fits."""
         self._own(rows, samples)
-        if rows > self.rows or samples != self.samples:
+        if _STORAGE_USE_COUNT is None or rows > self.rows or samples != self.samples:
             return None
         if not in_worker:
             _release_idle(self.key)
