@@ -96,6 +96,15 @@ def memory_audio_rows(minutes: list[float], cores: int, tmp_dir: Path) -> list[t
     return rows
 
 
+def encode_all(container, stream, frames) -> None:
+    """Encode ``frames`` (an iterable of PyAV frames) into ``stream``, mux, then flush the encoder."""
+    for frame in frames:
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+
+
 def synthetic_clip(path: Path, seconds: float = 10.0) -> Path:
     """A 10 s 320x240 25 fps video (moving gradient) with a 440 Hz tone, via PyAV."""
     import av
@@ -114,15 +123,14 @@ def synthetic_clip(path: Path, seconds: float = 10.0) -> Path:
             container.mux(packet)
         t = np.arange(int(seconds * 22050)) / 22050
         samples = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-        for start in range(0, len(samples), 1024):
-            chunk = samples[start:start + 1024][None, :]
-            frame = av.AudioFrame.from_ndarray(chunk, format="flt", layout="mono")
-            frame.sample_rate = 22050
-            frame.pts = start
-            for packet in audio.encode(frame):
-                container.mux(packet)
-        for packet in audio.encode():
-            container.mux(packet)
+
+        def tone():
+            for start in range(0, len(samples), 1024):
+                frame = av.AudioFrame.from_ndarray(samples[start:start + 1024][None, :], format="flt", layout="mono")
+                frame.sample_rate, frame.pts = 22050, start
+                yield frame
+
+        encode_all(container, audio, tone())
     return path
 
 
@@ -155,14 +163,15 @@ def upscaled_720p(source: Path, path: Path, seconds: float = 10.0) -> Path:
             out.mux(packet)
         if audio is not None:
             src.seek(0)
-            for frame in src.decode(audio=0):
-                if float(frame.time or 0.0) >= seconds:
-                    break
-                frame.pts = None
-                for packet in audio.encode(frame):
-                    out.mux(packet)
-            for packet in audio.encode():
-                out.mux(packet)
+
+            def sound():
+                for frame in src.decode(audio=0):
+                    if float(frame.time or 0.0) >= seconds:
+                        return
+                    frame.pts = None
+                    yield frame
+
+            encode_all(out, audio, sound())
     return path
 
 

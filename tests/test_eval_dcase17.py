@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from avtag.data.manifests import ClipRecord, write_manifest
+from avtag.data.manifests import ClipRecord, read_manifest, write_manifest
 from avtag.events import event_names
 from avtag.fusion import FusionModel
 from avtag.metrics import read_tag_file
@@ -623,6 +623,11 @@ def test_ctrl_c_is_one_line_without_worker_tracebacks(workspace, tmp_path):
     import time
 
     root, manifest, checkpoint = workspace
+    # 35 clips (the workspace's 7, five times over), so that the run is still busy when Ctrl-C comes
+    # even on a loaded machine: with 7 it could finish between the first journal line and the signal
+    records = read_manifest(manifest)
+    many = [ClipRecord.from_json(dict(r.to_json(), id=f"Y{copy}{r.id[2:]}")) for copy in range(5) for r in records]
+    manifest = write_manifest(many, root / "ctrl_c.jsonl")
     out = tmp_path / "o"
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1", PYTHONPATH=str(PROJECT_ROOT))
     with tempfile.TemporaryFile("w+") as err:
