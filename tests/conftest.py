@@ -79,9 +79,3 @@ def train_and_score(model: Any, steps: int = 40, lr: float = 3e-3) -> tuple[floa
         optimizer.step()
     return before, score()
 
-
-def pytest_collection_modifyitems(config, items):
-    """The ``slow`` tests (minutes of training on real data) run first, so that with the suite's
-    two worker processes (``-n 2 --dist loadfile``) they overlap the many short files instead of
-    finishing last, one worker idle."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
