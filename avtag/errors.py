@@ -6,11 +6,14 @@ CLIs catch :class:`AvtagError`, print ``str(err)`` to stderr and exit with code 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -108,3 +111,35 @@ def cli_guard(main: F) -> F:
             raise SystemExit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def interrupts_are_final() -> Iterator[None]:
+    """Within the block, a Ctrl-C cannot be lost: SIGINT is recorded before Python's handler
+    raises ``KeyboardInterrupt``, and if the block still ends normally (the exception swallowed
+    by a library, a finalizer, a C extension), ``KeyboardInterrupt`` is raised at its end, so the
+    CLI exits 130 ("interrupted") rather than 0 with part of the work done.
+
+    Unguarded outside the main thread (only it can set signal handlers) and where SIGINT is
+    ignored (a background job started with ``nohup``/``&`` keeps ignoring it).
+    """
+    previous = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
+    if previous is None or previous == signal.SIG_IGN:
+        yield
+        return
+    received = []
+
+    def record(signum, frame):
+        received.append(signum)
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, record)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt

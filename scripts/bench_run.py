@@ -6,6 +6,7 @@ clips, against a floor pipeline doing the same work; and batch throughput of
                                 [--batch-clips 8] [--cores 2]
     python scripts/bench_run.py --memory 1 30   # peak RSS of the video branch on 1- and 30-min videos
     python scripts/bench_run.py --memory-audio 10 120   # peak RSS of a CRNN on 10-min and 2-hour wavs
+    python scripts/bench_run.py --memory-film 1 30   # CRNN + video on 1- and 30-min films with sound
 
 Each measurement is a fresh process (imports and model loading included), pinned to
 ``--cores`` CPU cores with ``taskset`` when available and ``OMP_NUM_THREADS`` set to match;
@@ -45,21 +46,38 @@ DEFAULT_CLIPS = ("chaplin.mp4", "motorcycle.mp4", "v_ZNVhz7ctTq0.mp4")
 STAGES = ("decode", "audio", "video_load_wait", "video")
 
 
-def synthetic_long_video(path: Path, minutes: float, fps: int = 5) -> Path:
-    """A 640x360 video (moving gradient, no sound) of ``minutes`` at ``fps`` frames/s, via PyAV."""
+def synthetic_long_video(path: Path, minutes: float, fps: int = 5, size: tuple[int, int] = (640, 360),
+                         sound_rate: int | None = None) -> Path:
+    """A video (moving gradient) of ``minutes`` at ``fps`` frames/s via PyAV; with ``sound_rate``,
+    a mono AAC noise track at that rate (-26 dBFS), interleaved a second at a time."""
     import av
 
+    width, height = size
+    rng = np.random.default_rng(0)
     with av.open(str(path), "w") as container:
         video = container.add_stream("mpeg4", rate=fps)
-        video.width, video.height, video.pix_fmt = 640, 360, "yuv420p"
-        ramp = np.linspace(0, 255, 640, dtype=np.float32)
-        frame = np.empty((360, 640, 3), np.uint8)
-        for i in range(int(minutes * 60 * fps)):
-            frame[...] = ((ramp + 3 * i) % 256).astype(np.uint8)[None, :, None]
-            for packet in video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in video.encode():
-            container.mux(packet)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        sound = None
+        if sound_rate:
+            sound = container.add_stream("aac", rate=sound_rate)
+            sound.layout = "mono"
+        ramp = np.linspace(0, 255, width, dtype=np.float32)
+        frame = np.empty((height, width, 3), np.uint8)
+        for second in range(int(minutes * 60)):
+            for i in range(second * fps, (second + 1) * fps):
+                frame[...] = ((ramp + 3 * i) % 256).astype(np.uint8)[None, :, None]
+                for packet in video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                    container.mux(packet)
+            if sound is not None:
+                noise = (0.05 * rng.standard_normal((1, sound_rate))).astype(np.float32)
+                samples = av.AudioFrame.from_ndarray(noise, format="fltp", layout="mono")
+                samples.sample_rate, samples.pts = sound_rate, second * sound_rate
+                for packet in sound.encode(samples):
+                    container.mux(packet)
+        for stream in (video, sound):
+            if stream is not None:
+                for packet in stream.encode():
+                    container.mux(packet)
     return path
 
 
@@ -74,6 +92,23 @@ def memory_rows(minutes: list[float], cores: int, tmp_dir: Path) -> list[tuple]:
                                   "--quiet", "--json", str(tmp_dir / "long.json")], cores)
         rows.append((f"{m:g} min 640x360 (synthetic)", "video alone, 0.5 frame/s", "", "", "", "", "",
                      f"{wall:.1f}" if code == 0 else "failed", "", "", f"{peak:.0f}"))
+    return rows
+
+
+def memory_film_rows(minutes: list[float], cores: int, tmp_dir: Path) -> list[tuple]:
+    """Peak RSS of ``avtag run`` with an (untrained) CRNN and the video branch (0.5 frame/s) on
+    synthetic 320x180 films with a 44.1 kHz AAC noise track: the sound track's share of memory."""
+    checkpoint = export_untrained_crnn(tmp_dir / "crnn")
+    config = tmp_dir / "video.yaml"
+    config.write_text("fps: 0.5\n")
+    rows = []
+    for m in minutes:
+        film = synthetic_long_video(tmp_dir / f"film_{m:g}min.mp4", m, fps=2, size=(320, 180), sound_rate=44100)
+        wall, peak, code = timed([sys.executable, "-m", "avtag.run", str(film), "--audio-checkpoint", str(checkpoint),
+                                  "--video-config", str(config), "--quiet", "--json", str(tmp_dir / "film.json")],
+                                 cores)
+        rows.append((f"{m:g} min 320x180 + AAC sound (synthetic)", "CRNN (untrained) + video, 0.5 frame/s",
+                     "", "", "", "", "", f"{wall:.1f}" if code == 0 else "failed", "", "", f"{peak:.0f}"))
     return rows
 
 
@@ -192,8 +227,9 @@ def timed(command: list[str], cores: int) -> tuple[float, float, int]:
     """(wall seconds, peak RSS MiB, exit code) of a fresh process on ``cores`` cores."""
     env = dict(os.environ, OMP_NUM_THREADS=str(cores), MKL_NUM_THREADS=str(cores), PYTHONWARNINGS="ignore",
                PYTHONPATH=str(ROOT))
-    if shutil.which("taskset") and (os.cpu_count() or 1) >= cores:
-        command = ["taskset", "-c", ",".join(str(c) for c in range(cores)), *command]
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    if shutil.which("taskset") and len(allowed) >= cores:  # the first cores this process may use
+        command = ["taskset", "-c", ",".join(str(c) for c in allowed[:cores]), *command]
     start = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -272,15 +308,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="only the memory rows: peak RSS on synthetic videos of these lengths")
     parser.add_argument("--memory-audio", nargs="+", type=float, metavar="MINUTES",
                         help="only the memory rows: peak RSS of a CRNN on noise wavs of these lengths")
+    parser.add_argument("--memory-film", nargs="+", type=float, metavar="MINUTES",
+                        help="only the memory rows: peak RSS of a CRNN + video on films with sound of these lengths")
     parser.add_argument("--no-720p", action="store_true", help="skip the 1280x720 copy of motorcycle.mp4")
     parser.add_argument("--floor", metavar="CLIP", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.floor:
         floor_pipeline(args.floor, args.audio_checkpoint)
-    if args.memory or args.memory_audio:
+    if args.memory or args.memory_audio or args.memory_film:
         with tempfile.TemporaryDirectory(prefix="avtag-bench-") as tmp:
             rows = memory_rows(args.memory, args.cores, Path(tmp)) if args.memory else []
             rows += memory_audio_rows(args.memory_audio, args.cores, Path(tmp)) if args.memory_audio else []
+            rows += memory_film_rows(args.memory_film, args.cores, Path(tmp)) if args.memory_film else []
             print_table(rows, args)
         return 0
 

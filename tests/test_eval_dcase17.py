@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -655,6 +656,53 @@ def test_ctrl_c_is_one_line_without_worker_tracebacks(workspace, tmp_path):
         stderr = err.read()
     assert code == 130, stderr
     assert stderr.strip() == "interrupted", stderr
+
+
+def _signal_set(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1], 16)
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads signal masks from /proc")
+def test_decode_workers_never_see_ctrl_c_even_while_starting():
+    """Spawned with SIGINT blocked (inherited), then ignored: no start-up window where Ctrl-C kills one."""
+    from avtag.evaluation.decoding import start_workers, stop_workers
+
+    sigint = 1 << (signal.SIGINT - 1)
+    executor = start_workers(2)
+    try:
+        processes = list(executor._processes.values())
+        assert len(processes) == 2  # all spawned by start_workers, none later inside the loop
+        for process in processes:  # blocked from the first instruction, before any import
+            assert _signal_set(process.pid, "SigBlk") & sigint
+        assert not _signal_set(os.getpid(), "SigBlk") & sigint  # the caller's mask is restored
+        executor.submit(int, 0).result(timeout=120)  # initialised: SIGINT now ignored as well
+        for process in processes:
+            os.kill(process.pid, signal.SIGINT)
+        assert executor.submit(int, 7).result(timeout=60) == 7 and all(p.is_alive() for p in processes)
+    finally:
+        stop_workers(executor, terminate=True)
+
+
+def test_a_swallowed_ctrl_c_still_ends_the_block_as_interrupted():
+    """What exit 0 after part of a run would need: a KeyboardInterrupt caught inside the loop."""
+    from avtag.errors import interrupts_are_final
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_are_final():
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1.0)
+            except KeyboardInterrupt:
+                pass  # e.g. a library's broad except
+            done.append("continued")
+    assert done == ["continued"] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with interrupts_are_final():  # nothing received: nothing raised
+        done.append("quiet")
+    assert done[-1] == "quiet"
 
 
 def test_fit_warns_on_few_clips_and_labels_re_tuned_scores(fusion_workflow, tmp_path, capsys):

@@ -630,6 +630,28 @@ def test_a_long_video_streams_in_chunks_with_the_same_result(monkeypatch, tagger
                                atol=1e-5)
     assert [k.time for k in streamed.keyframes] == [k.time for k in whole.keyframes]
     assert streamed.mode == whole.mode and streamed.duration == pytest.approx(whole.duration, abs=0.05)
+    # its sound track (silent here) was read window by window, not decoded whole
+    assert "the video's audio track is silent: video branch alone" in streamed.notes
+
+
+def test_a_long_videos_sound_track_streams_with_the_same_audio_result(monkeypatch, tagger, video_branch):
+    import avtag.inference.pipeline as pipeline
+    import avtag.video.decode as decode
+    from avtag.video.sound_track import SoundTrackStream
+
+    video = shared_path("data", "videos", "motorcycle.mp4")  # 13.4 s with an audible track: 2 windows
+    whole = analyse(video, video_branch=video_branch, audio_tagger=tagger)
+    monkeypatch.setattr(pipeline, "STREAM_MIN_SECONDS", 5.0)
+    reads = []
+    original = SoundTrackStream.window
+    monkeypatch.setattr(SoundTrackStream, "window", lambda self, a, s: reads.append(a) or original(self, a, s))
+    monkeypatch.setattr(decode, "decode_audio", lambda *a, **k: pytest.fail("the whole track was decoded"))
+    streamed = analyse(video, video_branch=video_branch, audio_tagger=tagger)
+    assert reads == [w.start for w in whole.windows] and streamed.mode == whole.mode == "audio+video"
+    # the same samples as the whole-track decode, so the same audio probabilities
+    np.testing.assert_allclose([w.audio_probs for w in streamed.windows], [w.audio_probs for w in whole.windows],
+                               atol=1e-6)
+    np.testing.assert_allclose(streamed.frame_probs, whole.frame_probs, atol=1e-6)
 
 
 def test_the_report_spectrogram_of_a_long_file_is_bounded():

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from avtag.errors import AvtagError, InputFileError, cli_guard
+from avtag.errors import AvtagError, InputFileError, cli_guard, interrupts_are_final
 from avtag.evaluation.scoring import DEFAULT_VIDEO_THRESHOLD, System
 
 RUN_INFO = "run_info.json"
@@ -170,9 +170,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The decode workers start (spawn, imports) while the models load; decoding then runs chunks ahead.
     executor = start_workers(args.workers)
     try:
-        if executor is not None:
-            for _ in range(args.workers):
-                executor.submit(time.sleep, 0)  # spawn the processes (and their imports) now
         tagger = load_audio_tagger(args.audio_checkpoint, device) if args.audio_checkpoint else None
         sample_rate = tagger.frontend.sample_rate if tagger is not None else None
         threshold_note = check_threshold_source(tagger, records) if tagger is not None else None
@@ -252,8 +249,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return decode_task(record, sample_rate, branch is not None, video_args)
 
         started = time.perf_counter()
-        processed = process(todo, valid, journal_path, tagger, branch, executor, make_task, args.batch_size,
-                            progress=not args.quiet)
+        with interrupts_are_final():  # a Ctrl-C swallowed anywhere in the loop still ends the run: exit 130
+            processed = process(todo, valid, journal_path, tagger, branch, executor, make_task, args.batch_size,
+                                progress=not args.quiet)
         executor = None
         elapsed = time.perf_counter() - started
     finally:

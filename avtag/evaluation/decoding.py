@@ -40,11 +40,26 @@ def _worker_init() -> None:
 
 
 def start_workers(count: int) -> futures.ProcessPoolExecutor | None:
-    """A pool of ``count`` decode processes (``None`` for 0: decode in the calling process)."""
+    """A pool of ``count`` decode processes (``None`` for 0: decode in the calling process).
+
+    Every process is spawned here, with SIGINT blocked in the calling thread: a spawned process
+    inherits the signal mask, so a Ctrl-C while it is still importing (before :func:`_worker_init`
+    ignores SIGINT) cannot kill it with a traceback; the parent unblocks at once and handles the
+    Ctrl-C. The processes then import while the caller loads its models.
+    """
     if count <= 0:
         return None
-    return futures.ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_worker_init)
+    executor = futures.ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("spawn"),
+                                           initializer=_worker_init)
+    can_block = hasattr(signal, "pthread_sigmask")
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if can_block else None
+    try:
+        for _ in range(count):  # one process is spawned per task submitted while none is idle
+            executor.submit(time.sleep, 0)
+    finally:
+        if can_block:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    return executor
 
 
 def stop_workers(executor: futures.ProcessPoolExecutor | None, terminate: bool = False) -> None:

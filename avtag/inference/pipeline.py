@@ -157,7 +157,8 @@ def analyse(
             if decoding is not None and decoding.matches(path, settings):
                 decoded = decoding.result()
             elif (info.duration or 0.0) > STREAM_MIN_SECONDS:  # memory bounded by a chunk of windows
-                decoded = open_stream(path, **settings) or decode_video(path, **settings)
+                decoded = (open_stream(path, **settings, stream_audio=not with_spectrogram)
+                           or decode_video(path, **settings))
             else:
                 decoded = decode_video(path, **settings)
             notes.extend(n for n in decoded.notes if n not in ("no audio stream", "audio track is silent"))
@@ -208,12 +209,16 @@ def analyse(
         if run_audio:
             clock = time.perf_counter()
             audio = run_audio_branch(audio_tagger, waveform, starts, window, valid, progress)
+            if streaming_audio:  # a streamed track's damage and silence are known once it is read
+                notes.extend(n for n in getattr(waveform, "notes", []) if n not in notes)
+                getattr(waveform, "close", lambda: None)()
             if streaming_audio and waveform.peak < SILENCE_PEAK:
                 if not info.has_video:
                     raise InputFileError("the audio is silent (peak below -80 dBFS) and there is no video: "
                                          "nothing to tag", path)
                 run_audio, audio = False, None
-                notes.append("the audio file is silent: video branch alone")
+                notes.append("the video's audio track is silent: video branch alone" if audio_path is None
+                             else "the audio file is silent: video branch alone")
             if audio is not None and audio.frame_probs is not None:
                 frame_hop = audio.frame_hop
                 frame_probs = merge_window_frames(audio.frame_probs, starts, frame_hop, duration)

@@ -1,10 +1,10 @@
 """Long files read a chunk of windows at a time, so memory stays bounded by the chunk.
 
-Videos longer than ``STREAM_MIN_SECONDS`` (frames: :func:`open_stream`) and audio files longer
-than ``AUDIO_STREAM_MIN_SECONDS`` (samples: :class:`AudioStream`, soundfile formats) are read
-window by window; a video's own sound track is still decoded whole at the model's rate (20 kHz
-float32: 144 MB for 30 minutes), and so is a long audio file when a report is asked for (its
-spectrogram is averaged down, see :func:`avtag.inference.pipeline._spectrogram`).
+Videos longer than ``STREAM_MIN_SECONDS`` (frames: :func:`open_stream`; their own sound track:
+:class:`avtag.video.sound_track.SoundTrackStream`) and audio files longer than
+``AUDIO_STREAM_MIN_SECONDS`` (samples: :class:`AudioStream`, soundfile formats) are read window by
+window. A long file's audio is still decoded whole when a report is asked for (its spectrogram
+needs the whole track; it is averaged down, see :func:`avtag.inference.pipeline._spectrogram`).
 
 ``decode_video`` returns every sampled frame of a file at once: +~4 MiB per second of 720p at
 3 frames/s, 5.7 GB for a 30-minute 640x360 video. For a video longer than
@@ -45,9 +45,9 @@ class StreamedVideo:
     indices: np.ndarray  # frames sampled at the branch's rate
     times: np.ndarray  # their presentation times
     duration: float
-    audio: np.ndarray | None
+    audio: Any  # a SoundTrackStream (read window by window), the whole track (np.ndarray), or None
     sample_rate: int | None
-    audio_is_silent: bool
+    audio_is_silent: bool  # for a SoundTrackStream: known once read (its ``peak``)
     notes: list[str] = field(default_factory=list)
 
     def frames_between(self, start: float, end: float) -> SimpleNamespace:
@@ -65,11 +65,16 @@ class StreamedVideo:
 
 
 def open_stream(path: str | Path, fps: float | None, max_side: int | None, with_audio: bool,
-                audio_sample_rate: int | None) -> StreamedVideo | None:
-    """Index ``path`` for chunked decoding (``None``: use the whole-file decoder instead)."""
+                audio_sample_rate: int | None, stream_audio: bool = True) -> StreamedVideo | None:
+    """Index ``path`` for chunked decoding (``None``: use the whole-file decoder instead).
+
+    The sound track is a :class:`~avtag.video.sound_track.SoundTrackStream` (read window by
+    window) unless ``stream_audio`` is false (a report's spectrogram needs the whole track).
+    """
     import decord
 
     from avtag.video.decode import _pick_frames, decode_audio, probe, resized_shape
+    from avtag.video.sound_track import SoundTrackStream
 
     path = Path(path)
     info = probe(path)
@@ -92,7 +97,11 @@ def open_stream(path: str | Path, fps: float | None, max_side: int | None, with_
         notes.append(f"frames resized from {info.width}x{info.height} to {width}x{height}")
     notes.append(f"long video: decoded {CHUNK_WINDOWS} windows at a time")
     audio, sample_rate, silent = None, None, False
-    if with_audio and info.has_audio:
+    if with_audio and info.has_audio and stream_audio and audio_sample_rate:
+        audio, audio_notes = SoundTrackStream.open(path, audio_sample_rate)  # silence is known once read
+        sample_rate = audio_sample_rate
+        notes.extend(audio_notes)
+    elif with_audio and info.has_audio:
         audio, sample_rate, audio_notes = decode_audio(path, audio_sample_rate)
         notes.extend(audio_notes)
         silent = audio is not None and (audio.size == 0 or float(np.abs(audio).max()) < SILENCE_PEAK)
