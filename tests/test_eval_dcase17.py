@@ -619,6 +619,10 @@ def test_fused_on_shared_classes_with_a_video_config_and_a_clip_without_sound(tm
     np.testing.assert_allclose(mute_row, [video[c] for c in shared], atol=1e-6)
 
 
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_is_one_line_without_worker_tracebacks(workspace, tmp_path):
     """Issue 10 item 10: workers ignore SIGINT; the parent ends them and prints one line."""
     import time
@@ -632,10 +636,12 @@ def test_ctrl_c_is_one_line_without_worker_tracebacks(workspace, tmp_path):
     out = tmp_path / "o"
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1", PYTHONPATH=str(PROJECT_ROOT))
     with tempfile.TemporaryFile("w+") as err:
+        # a terminal's foreground job: SIGINT at its default, even when this suite was started in the
+        # background (`cmd &` from a script), where SIGINT is ignored and a child inherits that
         proc = subprocess.Popen([sys.executable, str(SCRIPT), "--manifest", str(manifest), "--out", str(out),
                                  "--audio-checkpoint", str(checkpoint), "--workers", "2", "--chunk", "1",
                                  "--no-video", "--quiet"], stdout=subprocess.DEVNULL, stderr=err, text=True,
-                                cwd=PROJECT_ROOT, env=env, start_new_session=True)
+                                cwd=PROJECT_ROOT, env=env, start_new_session=True, preexec_fn=_sigint_default)
         try:
             deadline = time.monotonic() + 240
             journal = out / "results.jsonl"
@@ -686,7 +692,15 @@ def test_decode_workers_never_see_ctrl_c_even_while_starting():
         stop_workers(executor, terminate=True)
 
 
-def test_a_swallowed_ctrl_c_still_ends_the_block_as_interrupted():
+@pytest.fixture
+def sigint_as_a_terminal():
+    """SIGINT raising KeyboardInterrupt, as in a terminal, whatever this suite was started from."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_a_swallowed_ctrl_c_still_ends_the_block_as_interrupted(sigint_as_a_terminal):
     """What exit 0 after part of a run would need: a KeyboardInterrupt caught inside the loop."""
     from avtag.errors import interrupts_are_final
 
@@ -703,6 +717,20 @@ def test_a_swallowed_ctrl_c_still_ends_the_block_as_interrupted():
     with interrupts_are_final():  # nothing received: nothing raised
         done.append("quiet")
     assert done[-1] == "quiet"
+
+
+def test_a_background_job_keeps_ignoring_ctrl_c():
+    """`avtag eval-batch ... &` from a script inherits SIGINT ignored: the guard leaves that alone."""
+    from avtag.errors import interrupts_are_final
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with interrupts_are_final():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_fit_warns_on_few_clips_and_labels_re_tuned_scores(fusion_workflow, tmp_path, capsys):
