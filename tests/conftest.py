@@ -40,11 +40,13 @@ def _one_torch_thread():
 
 @pytest.fixture
 def all_cores():
-    """Let torch use every core (up to 2) for the duration of one test."""
+    """Let torch use this worker's share of the cores (up to 2) for the duration of one test:
+    all of them in one process, half each under the suite's two xdist workers."""
     import torch
 
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
     previous = torch.get_num_threads()
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // workers)))
     yield
     torch.set_num_threads(previous)
 
@@ -79,3 +81,9 @@ def train_and_score(model: Any, steps: int = 40, lr: float = 3e-3) -> tuple[floa
         optimizer.step()
     return before, score()
 
+
+def pytest_collection_modifyitems(config, items):
+    """The ``slow`` tests (minutes of training on real data) run first, so that with the suite's
+    two worker processes (``-n 2 --dist loadfile``) they overlap the many short files instead of
+    finishing last with one worker idle."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
