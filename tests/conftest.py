@@ -82,6 +82,22 @@ def train_and_score(model: Any, steps: int = 40, lr: float = 3e-3) -> tuple[floa
     return before, score()
 
 
+def mux_mono_audio(container, stream, samples, sample_rate: int, packet: int = 1024) -> None:
+    """Encode float32 mono ``samples`` into a PyAV audio ``stream`` of ``container``, ``packet``
+    samples per frame with their pts, then flush the encoder (test media written with PyAV)."""
+    import av
+    import numpy as np
+
+    for begin in range(0, len(samples), packet):
+        frame = av.AudioFrame.from_ndarray(np.asarray(samples[None, begin:begin + packet], dtype=np.float32),
+                                           format="flt", layout="mono")
+        frame.sample_rate, frame.pts = sample_rate, begin
+        for out in stream.encode(frame):
+            container.mux(out)
+    for out in stream.encode():
+        container.mux(out)
+
+
 def pytest_collection_modifyitems(config, items):
     """The ``slow`` tests (minutes of training on real data) run first, so that with the suite's
     two worker processes (``-n 2 --dist loadfile``) they overlap the many short files instead of

@@ -21,7 +21,7 @@ from avtag.data.manifests import ClipRecord, read_manifest, write_manifest
 from avtag.events import event_names
 from avtag.fusion import FusionModel
 from avtag.metrics import read_tag_file
-from tests.conftest import PROJECT_ROOT, shared_path
+from tests.conftest import PROJECT_ROOT, mux_mono_audio, shared_path
 from tests.test_run import export_tiny_crnn
 
 SCRIPT = PROJECT_ROOT / "scripts" / "eval_dcase17.py"
@@ -183,14 +183,7 @@ def write_clip(path: Path, seconds: float, shade: int, tone_hz: float) -> Path:
         for packet in video.encode():
             container.mux(packet)
         t = np.arange(int(seconds * sample_rate)) / sample_rate
-        samples = (0.3 * np.sin(2 * np.pi * tone_hz * t)).astype(np.float32)
-        for start in range(0, len(samples), 1024):
-            frame = av.AudioFrame.from_ndarray(samples[start:start + 1024][None, :], format="flt", layout="mono")
-            frame.sample_rate, frame.pts = sample_rate, start
-            for packet in audio.encode(frame):
-                container.mux(packet)
-        for packet in audio.encode():
-            container.mux(packet)
+        mux_mono_audio(container, audio, (0.3 * np.sin(2 * np.pi * tone_hz * t)).astype(np.float32), sample_rate)
     return path
 
 

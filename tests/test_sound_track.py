@@ -12,7 +12,7 @@ import pytest
 from avtag.video.decode import decode_audio
 from avtag.video.sound_track import SoundTrackStream
 
-from conftest import shared_path
+from conftest import mux_mono_audio, shared_path
 
 RATE = 16000
 
@@ -33,14 +33,7 @@ def write_av(path: Path, audio: np.ndarray | None, rate: int = 22050, seconds: f
         for packet in video.encode():
             container.mux(packet)
         if sound is not None:
-            for begin in range(0, len(audio), 4096):  # packets of 4096 samples, as a real track's
-                frame = av.AudioFrame.from_ndarray(audio[None, begin:begin + 4096].astype(np.float32),
-                                                   format="flt", layout="mono")
-                frame.sample_rate, frame.pts = rate, begin
-                for packet in sound.encode(frame):
-                    container.mux(packet)
-            for packet in sound.encode():
-                container.mux(packet)
+            mux_mono_audio(container, sound, audio, rate, packet=4096)
     return path
 
 
