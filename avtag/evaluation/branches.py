@@ -25,7 +25,7 @@ def audio_window(tagger) -> tuple[float, int]:
     return seconds, int(tagger.frontend.clip_samples or round(seconds * sr))
 
 
-def audio_probs_batched(tagger, waveforms: Sequence[np.ndarray], batch_size: int) -> list[np.ndarray]:
+def audio_probs_batched(tagger, waveforms: Sequence, batch_size: int) -> list[np.ndarray]:
     """Clip probabilities of several clips: max over their sliding windows, windows batched
     across clips and padding masked, by the same tagger as ``avtag run``
     (:func:`avtag.inference.branches.tag_windows`)."""
@@ -33,7 +33,8 @@ def audio_probs_batched(tagger, waveforms: Sequence[np.ndarray], batch_size: int
 
     sr = tagger.frontend.sample_rate
     window, _ = audio_window(tagger)
-    plans = [plan_windows(len(waveform) / sr, window) for waveform in waveforms]
+    # a long clip's sound comes as a stream read a window at a time (it knows its duration)
+    plans = [plan_windows(w.duration if hasattr(w, "window") else len(w) / sr, window) for w in waveforms]
     clips = [AudioClip(w, plan.starts, plan.valid_seconds) for w, plan in zip(waveforms, plans)]
     return [result.clip_probs.max(axis=0) for result in tag_windows(tagger, clips, window, batch_size)]
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from avtag.errors import AvtagError
+from avtag.evaluation.long_clips import long_clip_seconds
 from avtag.video.decode import SILENCE_PEAK  # the one silence threshold (-80 dBFS)
 _PACKS: dict[str, Any] = {}
 
@@ -95,13 +96,17 @@ def _load_waveform(task: dict[str, Any], path: str | None) -> np.ndarray | None:
 def decode_clip(task: dict[str, Any]) -> dict[str, Any]:
     """Worker: the clip's waveform (``sample_rate``) and frames. Never raises.
 
-    A problem with the whole clip comes back in ``error``. A clip whose sound track is missing,
+    A clip too long to decode whole comes back marked ``long``, decoded by nobody yet
+    (:mod:`avtag.evaluation.long_clips`). A problem with the whole clip comes back in ``error``. A clip whose sound track is missing,
     unreadable or silent but whose video decodes is not an error: ``waveform`` is ``None``
     and ``notes`` say why (the video branch alone scores it).
     """
     out: dict[str, Any] = {"id": task["id"], "waveform": None, "frames": None, "times": None, "notes": [],
                            "duration": 0.0, "error": None}
     try:
+        if not task.get("whole") and (seconds := long_clip_seconds(task)) is not None:
+            out.update(long=True, duration=seconds, task=task)  # the main process streams it
+            return out
         sample_rate = task["sample_rate"]
         own_track = sample_rate is not None and task["audio"] is None and task["pack"] is None
         if task["video"] is not None and task["want_video"]:

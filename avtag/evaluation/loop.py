@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from avtag.data.manifests import ClipRecord
+from avtag.errors import AvtagError
 from avtag.evaluation.branches import audio_probs_batched, video_probs
 from avtag.evaluation.decoding import decode_clip, stop_workers
 from avtag.evaluation.identity import clip_source
 from avtag.evaluation.journal import Journal
+from avtag.evaluation.long_clips import long_clip_entry
 
 PREFETCH_CHUNKS = 2
 
@@ -55,10 +57,26 @@ def _entry(decoded: dict[str, Any], branch) -> dict[str, Any]:
     return entry
 
 
+def _long_entry(item: dict[str, Any], tagger, branch, batch_size: int) -> dict[str, Any] | None:
+    try:
+        return long_clip_entry(item["task"], tagger, branch, batch_size)
+    except AvtagError as err:
+        return {"id": item["id"], "status": "failed", "reason": str(err)}
+    except Exception as err:  # noqa: BLE001 - a bad clip must never stop the batch
+        return {"id": item["id"], "status": "failed", "reason": f"{type(err).__name__}: {err}"}
+
+
 def run_models(decoded: Iterable[dict[str, Any]], tagger, branch, batch_size: int) -> list[dict[str, Any]]:
     """Journal entries for a chunk: video per clip as it arrives, then the audio model batched."""
     entries, waveforms = [], []
     for item in decoded:
+        if item.get("long"):  # read window by window here, then journaled like any clip
+            entry = _long_entry(item, tagger, branch, batch_size)
+            if entry is not None:
+                entries.append(entry)
+                waveforms.append(None)
+                continue
+            item = decode_clip({**item["task"], "whole": True})  # its streams cannot be indexed
         entries.append(_entry(item, branch))
         waveforms.append(item["waveform"] if entries[-1]["status"] == "ok" else None)
         item["frames"] = None  # free the frames as soon as the video branch is done
