@@ -134,8 +134,11 @@ def decode_clip(task: dict[str, Any]) -> dict[str, Any]:
                 out["waveform"] = None
         if out["waveform"] is None and out["frames"] is None:
             out["error"] = "nothing to analyse (no audible audio and no video frames)"
-    except AvtagError as err:
-        out["error"] = str(err)
     except Exception as err:  # noqa: BLE001 - a bad clip must never stop the batch
-        out["error"] = f"{type(err).__name__}: {err}"
+        out["error"] = failure_reason(err)
     return out
+
+
+def failure_reason(err: Exception) -> str:
+    """A failed clip's reason in the journal: a user error's own line, else the exception's type and text."""
+    return str(err) if isinstance(err, AvtagError) else f"{type(err).__name__}: {err}"

@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from avtag.data.manifests import ClipRecord
-from avtag.errors import AvtagError
 from avtag.evaluation.branches import audio_probs_batched, video_probs
-from avtag.evaluation.decoding import decode_clip, stop_workers
+from avtag.evaluation.decoding import decode_clip, failure_reason, stop_workers
 from avtag.evaluation.identity import clip_source
 from avtag.evaluation.journal import Journal
 from avtag.evaluation.long_clips import long_clip_entry
@@ -60,10 +59,8 @@ def _entry(decoded: dict[str, Any], branch) -> dict[str, Any]:
 def _long_entry(item: dict[str, Any], tagger, branch, batch_size: int) -> dict[str, Any] | None:
     try:
         return long_clip_entry(item["task"], tagger, branch, batch_size)
-    except AvtagError as err:
-        return {"id": item["id"], "status": "failed", "reason": str(err)}
     except Exception as err:  # noqa: BLE001 - a bad clip must never stop the batch
-        return {"id": item["id"], "status": "failed", "reason": f"{type(err).__name__}: {err}"}
+        return {"id": item["id"], "status": "failed", "reason": failure_reason(err)}
 
 
 def run_models(decoded: Iterable[dict[str, Any]], tagger, branch, batch_size: int) -> list[dict[str, Any]]:
